@@ -1,0 +1,15 @@
+"""maelib: Masked Autoencoders (He et al. 2021), the library behind the notebook course.
+
+Modules, one job each:
+    patches   images <-> sequences of patches
+    masking   which patches the encoder sees (random, block, square, combined, grid)
+    models    MLP-MAE, ViT-MAE (facebookresearch/mae compatible), classifier
+    losses    masked MSE, VGG19 perceptual loss
+    metrics   PSNR/SSIM on masked pixels, classical inpainting baselines
+    data      datasets as uint8 tensors, downloads, splits, augmentation
+    train     one fit loop with checkpoints and resume
+    viz       figures
+    presets   smoke / cpu / gpu settings of the lessons
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,161 @@
+import math
+
+import pytest
+import torch
+
+from maelib.masking import random_masking
+from maelib.models import (
+    MAEClassifier,
+    MaskedAutoencoderMLP,
+    MaskedAutoencoderViT,
+    create_model,
+    interpolate_pos_embed,
+    sincos_2d,
+)
+from maelib.models.transformer import Attention
+
+
+def tiny_vit(**kw):
+    cfg = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32,
+               decoder_depth=1, decoder_num_heads=4)
+    return MaskedAutoencoderViT(**{**cfg, **kw})
+
+
+def fair_layout(embed_dim, depth, dec_dim, dec_depth, patch, chans, n, mlp_ratio=4):
+    """Key names and shapes of facebookresearch/mae's MaskedAutoencoderViT state dict."""
+    def block(prefix, d):
+        h = int(d * mlp_ratio)
+        return {f"{prefix}.norm1.weight": (d,), f"{prefix}.norm1.bias": (d,),
+                f"{prefix}.attn.qkv.weight": (3 * d, d), f"{prefix}.attn.qkv.bias": (3 * d,),
+                f"{prefix}.attn.proj.weight": (d, d), f"{prefix}.attn.proj.bias": (d,),
+                f"{prefix}.norm2.weight": (d,), f"{prefix}.norm2.bias": (d,),
+                f"{prefix}.mlp.fc1.weight": (h, d), f"{prefix}.mlp.fc1.bias": (h,),
+                f"{prefix}.mlp.fc2.weight": (d, h), f"{prefix}.mlp.fc2.bias": (d,)}
+    layout = {"cls_token": (1, 1, embed_dim), "pos_embed": (1, n + 1, embed_dim),
+              "patch_embed.proj.weight": (embed_dim, chans, patch, patch), "patch_embed.proj.bias": (embed_dim,),
+              "norm.weight": (embed_dim,), "norm.bias": (embed_dim,),
+              "mask_token": (1, 1, dec_dim), "decoder_pos_embed": (1, n + 1, dec_dim),
+              "decoder_embed.weight": (dec_dim, embed_dim), "decoder_embed.bias": (dec_dim,),
+              "decoder_norm.weight": (dec_dim,), "decoder_norm.bias": (dec_dim,),
+              "decoder_pred.weight": (patch * patch * chans, dec_dim), "decoder_pred.bias": (patch * patch * chans,)}
+    for i in range(depth):
+        layout.update(block(f"blocks.{i}", embed_dim))
+    for i in range(dec_depth):
+        layout.update(block(f"decoder_blocks.{i}", dec_dim))
+    return layout
+
+
+def test_state_dict_has_facebookresearch_names_and_shapes_and_loads_strictly():
+    model = create_model("mae_vit_base_patch16")
+    layout = fair_layout(768, 12, 512, 8, 16, 3, 196)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert ours == layout
+    foreign = {k: torch.randn(shape) for k, shape in layout.items()}
+    model.load_state_dict(foreign, strict=True)
+    assert torch.equal(model.blocks[3].attn.qkv.weight, foreign["blocks.3.attn.qkv.weight"])
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    fixed = {"pos_embed", "decoder_pos_embed"}  # sin-cos, not trained
+    assert n_params == sum(math.prod(s) for k, s in layout.items() if k not in fixed) == 111_655_680
+
+
+def test_attention_matches_the_textbook_formula():
+    torch.manual_seed(0)
+    attn = Attention(16, num_heads=2)
+    x = torch.randn(3, 5, 16)
+    q, k, v = attn.qkv(x).reshape(3, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8), dim=-1)
+    expected = attn.proj((weights @ v).transpose(1, 2).reshape(3, 5, 16))
+    torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sincos_embedding_follows_the_formula():
+    emb = sincos_2d(8, (3, 4), cls_token=True)
+    assert emb.shape == (13, 8) and emb[0].abs().sum() == 0
+    row, col = 2, 3
+    token = emb[1 + row * 4 + col]
+    omega = [1.0, 1.0 / 100]  # 1 / 10000 ** (k / 2) for k in 0, 1
+    expected = [math.sin(col * w) for w in omega] + [math.cos(col * w) for w in omega] + \
+               [math.sin(row * w) for w in omega] + [math.cos(row * w) for w in omega]
+    torch.testing.assert_close(token, torch.tensor(expected), atol=1e-6, rtol=0)
+
+
+def test_interpolating_pos_embed_to_the_same_grid_is_identity_and_other_grids_have_right_shape():
+    pe = sincos_2d(16, (4, 4), cls_token=True).unsqueeze(0)
+    assert torch.equal(interpolate_pos_embed(pe, (4, 4), (4, 4)), pe)
+    out = interpolate_pos_embed(pe, (4, 4), (6, 8))
+    assert out.shape == (1, 49, 16) and torch.equal(out[:, 0], pe[:, 0])
+
+
+def test_forward_returns_loss_pred_mask_like_the_official_model():
+    model = tiny_vit()
+    imgs = torch.rand(2, 3, 32, 32)
+    loss, pred, mask = model(imgs, mask_ratio=0.75)
+    assert loss.ndim == 0 and pred.shape == (2, 16, 192) and mask.shape == (2, 16)
+    assert mask.sum(1).tolist() == [12.0, 12.0]
+
+
+def test_encoder_sees_only_visible_patches():
+    torch.manual_seed(0)
+    model = tiny_vit().eval()
+    imgs = torch.rand(2, 3, 32, 32)
+    m = random_masking(2, (4, 4), 0.75, generator=torch.Generator().manual_seed(0))
+    latent = model.forward_encoder(imgs, m)
+    assert latent.shape == (2, 1 + 4, 64)
+    # scribble over the masked pixels: the encoding must not change
+    pix = model.unpatchify(m.mask.unsqueeze(-1).expand(-1, -1, 192)).bool()
+    changed = torch.where(pix, torch.rand_like(imgs), imgs)
+    torch.testing.assert_close(model.forward_encoder(changed, m), latent)
+    # but it must react to the visible ones
+    assert not torch.allclose(model.forward_encoder(torch.where(pix, imgs, torch.rand_like(imgs)), m), latent)
+
+
+def test_mlp_mae_sees_only_visible_patches_and_predicts_every_patch():
+    torch.manual_seed(0)
+    model = MaskedAutoencoderMLP(img_size=12, patch_size=6, hidden_dim=32, latent_dim=16, decoder_hidden_dim=32)
+    imgs = torch.rand(3, 3, 12, 12)
+    m = random_masking(3, (2, 2), 0.5, generator=torch.Generator().manual_seed(0))
+    pred = model.predict(imgs, m)
+    assert pred.shape == (3, 4, 108)
+    pix = model.unpatchify(m.mask.unsqueeze(-1).expand(-1, -1, 108)).bool()
+    torch.testing.assert_close(model.predict(torch.where(pix, torch.rand_like(imgs), imgs), m), pred)
+
+
+@pytest.mark.parametrize("mode,kwargs,masked", [("block", {"block_ratio": 0.5}, 8), ("grid", {}, 12),
+                                                ("combined", {"block_ratio": 0.25, "random_ratio": 0.5}, 10)])
+def test_mask_strategy_is_an_argument_of_forward(mode, kwargs, masked):
+    _, _, mask = tiny_vit()(torch.rand(2, 3, 32, 32), mask_mode=mode, **kwargs)
+    assert mask.sum(1).tolist() == [float(masked)] * 2
+
+
+def test_given_mask_or_generator_makes_forward_reproducible():
+    model = tiny_vit().eval()
+    imgs = torch.rand(2, 3, 32, 32)
+    a = model(imgs, generator=torch.Generator().manual_seed(5))
+    b = model(imgs, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+def test_norm_pix_loss_changes_the_target():
+    model = tiny_vit()
+    imgs = torch.rand(2, 3, 32, 32)
+    noise = torch.rand(2, 16)
+    plain = model(imgs, noise=noise)[0]
+    model.norm_pix_loss = True
+    assert not torch.allclose(model(imgs, noise=noise)[0], plain)
+
+
+def test_resize_pos_embed_lets_the_model_run_on_other_sizes():
+    model = tiny_vit()
+    model.resize_pos_embed(48)
+    loss, pred, mask = model(torch.rand(1, 3, 48, 48))
+    assert pred.shape == (1, 36, 192) and model.pos_embed.shape == (1, 37, 64)
+    with pytest.raises(ValueError, match="built for 48x48 images, got 32x32"):
+        model(torch.rand(1, 3, 32, 32))
+
+
+def test_classifier_on_encoder_and_linear_probe_freezes_encoder():
+    mae = tiny_vit()
+    clf = MAEClassifier(mae, num_classes=2, pool="mean", linear_probe=True)
+    assert clf(torch.rand(4, 3, 32, 32)).shape == (4, 2)
+    assert all(not p.requires_grad for p in mae.parameters())
+    assert MAEClassifier(tiny_vit(), 5, pool="cls")(torch.rand(2, 3, 32, 32)).shape == (2, 5)

@@ -1,0 +1,99 @@
+"""Figures: the right number of panels, no display needed (Agg backend)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from maelib.masking import make_mask  # noqa: E402
+from maelib.patches import patch_mask_to_pixels  # noqa: E402
+from maelib.viz import (  # noqa: E402
+    MASK_GREY,
+    grey_out,
+    plot_history,
+    plot_metric_bars,
+    show_images,
+    show_mask_gallery,
+    show_reconstructions,
+)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _images(b: int = 5, c: int = 3) -> torch.Tensor:
+    return torch.rand(b, c, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def _pixel_mask(b: int = 5, mode: str = "random") -> torch.Tensor:
+    mask = make_mask(mode, b, (4, 4), generator=torch.Generator().manual_seed(0))
+    return patch_mask_to_pixels(mask.mask, 4)
+
+
+def test_show_images_grid():
+    fig = show_images(_images(), titles=list("abcde"), nrow=3)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 5  # 2 rows of 3, the empty sixth panel removed
+    assert [ax.get_title() for ax in fig.axes] == list("abcde")
+    assert len(show_images(_images(2, c=1)).axes) == 2  # greyscale
+
+
+def test_show_images_rejects_wrong_titles():
+    with pytest.raises(ValueError, match="2 titles for 5 images"):
+        show_images(_images(), titles=["a", "b"])
+
+
+def test_grey_out_paints_only_masked_pixels():
+    imgs, pm = _images(), _pixel_mask()
+    out = grey_out(imgs, pm)
+    masked = (pm == 1).expand_as(imgs)
+    assert (out[masked] == MASK_GREY).all() and torch.equal(out[~masked], imgs[~masked])
+
+
+def test_show_reconstructions_four_rows():
+    imgs = _images()
+    fig = show_reconstructions(imgs, torch.rand_like(imgs), _pixel_mask(), n=3)
+    assert len(fig.axes) == 4 * 3
+    assert [fig.axes[3 * r].get_ylabel() for r in range(4)] == [
+        "original", "masked", "reconstruction", "visible pasted back"]
+    assert len(show_reconstructions(imgs[:2], imgs[:2], _pixel_mask(2), n=8).axes) == 4 * 2  # n capped at B
+
+
+def test_show_mask_gallery_titles_count_masked_patches():
+    imgs = _images()
+    masks = {"random": _pixel_mask(), "grid": _pixel_mask(mode="grid"), "one": _pixel_mask(1)}
+    fig = show_mask_gallery(imgs, masks, n=2, patch_size=4)
+    assert len(fig.axes) == 3 * 2
+    assert fig.axes[0].get_title() == "random (12 masked)"  # 75% of the 16 patches
+    assert fig.axes[2].get_title() == "grid (12 masked)"
+    with pytest.raises(ValueError, match="'bad'"):
+        show_mask_gallery(imgs, {"bad": _pixel_mask(3)})
+
+
+def test_plot_history_groups_losses_and_other_series():
+    fig = plot_history({"train_loss": [1.0, 0.5, 0.3], "val_loss": [1.1, 0.7, 0.5]})
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 2
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3]  # epochs count from 1
+    fig = plot_history({"train_loss": [1.0, 0.5], "val_psnr": [12.0, 15.0], "empty": []})
+    assert len(fig.axes) == 2
+
+
+def test_plot_metric_bars_one_axes_per_metric():
+    rows = [{"method": "MAE", "masked_psnr": 25.0, "ssim": 0.8},
+            {"method": "mean_fill", "masked_psnr": 13.0, "ssim": 0.5},
+            {"method": "biharmonic_inpaint", "masked_psnr": 22.0, "ssim": 0.7}]
+    fig = plot_metric_bars(rows)
+    assert len(fig.axes) == 2
+    assert [len(ax.patches) for ax in fig.axes] == [3, 3]
+    assert len(plot_metric_bars(rows, metrics=["ssim"]).axes) == 1
+    with pytest.raises(ValueError, match="lpips"):
+        plot_metric_bars(rows, metrics=["lpips"])

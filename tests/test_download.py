@@ -1,0 +1,334 @@
+"""download_and_extract and the data-set fetchers, against a local HTTP server on 127.0.0.1.
+
+No test reaches another host: the server runs in a thread and serves archives built in tmp_path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import tarfile
+import tempfile
+import threading
+import warnings
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maelib.data import DownloadError, download_and_extract, facades, faces, read_manifest, sources
+
+LICENCE = "CC-TEST-1.0 (made up for this test)"
+
+
+class Handler(SimpleHTTPRequestHandler):
+    """Serves files from a folder; ``/truncated.zip`` announces 100000 bytes and sends 1000."""
+
+    def do_GET(self):  # noqa: N802 - the name http.server wants
+        if self.path == "/truncated.zip":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"PK" + b"\0" * 998)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    # A proxy from the environment must not see requests to 127.0.0.1.
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``(base_url, folder)``: files written into ``folder`` are served at ``base_url/<name>``."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/data.zip"
+
+
+def make_zip(path: Path, files: dict[str, bytes]) -> str:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_tar_gz(path: Path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def temp_leftovers(name: str) -> list[str]:
+    return [p for p in Path(tempfile.gettempdir()).iterdir() if name in p.name]
+
+
+FILES = {"pack/a.txt": b"alpha", "pack/sub/b.txt": b"beta"}
+
+
+def test_zip_is_extracted_verified_and_cached(server, tmp_path, closed_port_url):
+    base, served = server
+    sha = make_zip(served / "pack.zip", FILES)
+    dest = tmp_path / "out" / "pack_dest"
+    got = download_and_extract(f"{base}/pack.zip", dest, sha256=sha, expected=list(FILES), licence=LICENCE,
+                               progress=False)
+    assert got == dest
+    assert (dest / "pack" / "a.txt").read_bytes() == b"alpha"
+    assert (dest / "pack" / "sub" / "b.txt").read_bytes() == b"beta"
+    assert leftovers(dest.parent) == ["pack_dest"]  # no .part file, no extraction folder, no archive
+    # A complete destination is not downloaded again: an unreachable URL still succeeds.
+    assert download_and_extract(closed_port_url, dest, expected=list(FILES), progress=False) == dest
+
+
+def test_tar_gz_with_glob_counts(server, tmp_path):
+    base, served = server
+    files = {f"data/{i}.txt": str(i).encode() for i in range(3)}
+    sha = make_tar_gz(served / "d.tar.gz", files)
+    dest = tmp_path / "d"
+    download_and_extract(f"{base}/d.tar.gz", dest, sha256=sha, expected={"data/*.txt": 3}, progress=False)
+    assert sorted(p.name for p in (dest / "data").iterdir()) == ["0.txt", "1.txt", "2.txt"]
+    assert leftovers(tmp_path) == ["d", "served"]
+
+
+def test_plain_file_such_as_weights(server, tmp_path, closed_port_url):
+    base, served = server
+    payload = bytes(range(256)) * 100
+    (served / "model.pth").write_bytes(payload)
+    sha = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "weights" / "model.pth"
+    assert download_and_extract(f"{base}/model.pth", dest, sha256=sha, progress=False) == dest
+    assert dest.read_bytes() == payload
+    assert leftovers(dest.parent) == ["model.pth"]
+    offline_url = closed_port_url.replace("data.zip", "model.pth")
+    assert download_and_extract(offline_url, dest, sha256=sha, progress=False) == dest  # cached
+
+
+def test_wrong_sha256_fails_and_leaves_nothing(server, tmp_path):
+    base, served = server
+    make_zip(served / "pack.zip", FILES)
+    dest = tmp_path / "out" / "pack_dest"
+    with pytest.raises(DownloadError, match="sha256 mismatch") as err:
+        download_and_extract(f"{base}/pack.zip", dest, sha256="0" * 64, licence=LICENCE, progress=False)
+    assert "0" * 64 in str(err.value) and LICENCE in str(err.value)
+    assert leftovers(dest.parent) == []
+    assert temp_leftovers("pack_dest") == []
+
+
+def test_unexpected_archive_contents_fail_and_leave_nothing(server, tmp_path):
+    base, served = server
+    make_zip(served / "pack.zip", FILES)
+    dest = tmp_path / "out" / "pack_dest"
+    with pytest.raises(DownloadError, match=r"1 files match 'pack/\*\.txt', expected 2"):
+        download_and_extract(f"{base}/pack.zip", dest, expected={"pack/*.txt": 2}, progress=False)
+    assert leftovers(dest.parent) == []
+
+
+def test_truncated_transfer_fails_and_leaves_nothing(server, tmp_path):
+    base, _ = server
+    dest = tmp_path / "out" / "trunc"
+    # Our own length check, or (on Pythons whose http.client raises IncompleteRead) the "broke off" path.
+    expected = "truncated: received 1000 of 100000 bytes|broke off after 1000"
+    with pytest.raises(DownloadError, match=expected) as err:
+        download_and_extract(f"{base}/truncated.zip", dest, licence=LICENCE, progress=False)
+    assert f"{base}/truncated.zip" in str(err.value)
+    assert leftovers(dest.parent) == []
+    assert temp_leftovers("trunc") == []
+
+
+def test_offline_error_names_url_folder_and_licence(tmp_path, closed_port_url):
+    dest = tmp_path / "out" / "facades_raw"
+    with pytest.raises(DownloadError) as err:
+        download_and_extract(closed_port_url, dest, licence=LICENCE, progress=False)
+    message = str(err.value)
+    assert closed_port_url in message
+    assert str(dest) in message
+    assert LICENCE in message
+    assert "by hand" in message and "offline" in message
+    assert leftovers(dest.parent) == []
+
+
+def test_http_error_is_reported(server, tmp_path):
+    base, _ = server
+    with pytest.raises(DownloadError, match="404"):
+        download_and_extract(f"{base}/missing.zip", tmp_path / "x", progress=False)
+    assert leftovers(tmp_path) == ["served"]
+
+
+def test_unsafe_zip_member_is_refused(server, tmp_path):
+    base, served = server
+    make_zip(served / "evil.zip", {"../evil.txt": b"x", "ok.txt": b"y"})
+    dest = tmp_path / "out" / "evil"
+    with pytest.raises(DownloadError, match="unsafe"):
+        download_and_extract(f"{base}/evil.zip", dest, progress=False)
+    assert not (tmp_path / "out" / "evil.txt").exists()
+    assert leftovers(dest.parent) == []
+
+
+def test_incomplete_existing_folder_is_an_error(tmp_path, closed_port_url):
+    dest = tmp_path / "half"
+    (dest / "pack").mkdir(parents=True)
+    with pytest.raises(DownloadError, match="incomplete"):
+        download_and_extract(closed_port_url, dest, expected=list(FILES), progress=False)
+
+
+def test_malformed_sha256_argument(tmp_path):
+    with pytest.raises(ValueError, match="64 hex digits"):
+        download_and_extract("http://127.0.0.1:9/x.zip", tmp_path / "x", sha256="abc")
+
+
+# ----------------------------------------------------------------------------- fetchers -> layout
+
+
+def jpeg_bytes(rng: np.random.Generator, size=(12, 10), mode="RGB") -> bytes:
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def palette_png(rng: np.random.Generator, size=(12, 10)) -> bytes:
+    img = Image.fromarray(rng.integers(1, 13, (size[1], size[0]), dtype=np.uint8), mode="P")
+    img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_facades_download_builds_the_layout(server, tmp_path, monkeypatch):
+    """A fake CMP archive (378 photos + label maps under base/) becomes facades/{images,labels}/."""
+    base, served = server
+    rng = np.random.default_rng(0)
+    files = {}
+    for i in range(1, 379):
+        files[f"base/cmp_b{i:04d}.jpg"] = jpeg_bytes(rng)
+        files[f"base/cmp_b{i:04d}.png"] = palette_png(rng)
+    make_zip(served / "CMP_facade_DB_base.zip", files)
+    monkeypatch.setattr(sources, "CMP_URL", f"{base}/CMP_facade_DB_base.zip")
+    monkeypatch.setenv("MAELIB_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "root"
+    root.mkdir()
+
+    with pytest.warns(UserWarning, match="seeded split"):
+        s = facades(root, size=8, with_labels=True, progress=False)
+    assert s.images.shape == (378, 3, 8, 8) and s.masks.shape == (378, 1, 8, 8)
+    assert set(s.masks.unique().tolist()) <= set(range(1, 13))
+    assert [s.split_hint.count(k) for k in ("train", "val", "test")] == [302, 37, 39]
+    assert len(list((root / "facades" / "images").glob("cmp_b*.jpg"))) == 378
+    assert len(list((root / "facades" / "labels").glob("cmp_b*.png"))) == 378
+    assert s.mask_names[3] == "window"
+    assert not (root / ".downloads" / "CMP_facade_DB_base").exists()  # raw download removed
+    assert "facades/images/cmp_b0001.jpg" in read_manifest(root)
+    # Present now: a second call neither downloads nor needs the server.
+    monkeypatch.setattr(sources, "CMP_URL", "http://127.0.0.1:9/unreachable.zip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len(facades(root, size=8, progress=False)) == 378
+
+
+def test_lfw_download_makes_greyscale_128(server, tmp_path, monkeypatch):
+    base, served = server
+    rng = np.random.default_rng(1)
+    files = {f"lfw/Person_{k:02d}/Person_{k:02d}_{j:04d}.jpg": jpeg_bytes(rng, (30, 30))
+             for k in range(8) for j in (1, 2)}
+    sha = make_tar_gz(served / "lfw.tgz", files)
+    monkeypatch.setattr(sources, "LFW_URL", f"{base}/lfw.tgz")
+    monkeypatch.setattr(sources, "LFW_SHA256", sha)
+    monkeypatch.setattr(sources, "LFW_EXPECTED", {"lfw/*/*.jpg": 16})
+    monkeypatch.setattr(sources, "LFW_PEOPLE", 5)
+    monkeypatch.setenv("MAELIB_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "root"
+    root.mkdir()
+
+    s = faces(root, size=16, variant="lfw_gray", progress=False)
+    written = sorted((root / "faces" / "lfw_gray").iterdir())
+    assert len(written) == 5 and all(p.name.endswith("_0001.jpg") for p in written)
+    with Image.open(written[0]) as img:
+        assert img.mode == "L" and img.size == (128, 128)
+    assert s.images.shape == (5, 1, 16, 16)
+
+
+def test_cats_dogs_download_sorts_by_species(tmp_path, monkeypatch):
+    """torchvision's OxfordIIITPet is replaced by a fake that lays out files like the real one."""
+    import torchvision.datasets
+
+    rng = np.random.default_rng(2)
+
+    class FakePets:
+        def __init__(self, root, split, target_types, download):
+            assert target_types == "binary-category" and download
+            pets = Path(root) / "oxford-iiit-pet"
+            (pets / "images").mkdir(parents=True, exist_ok=True)
+            (pets / "annotations").mkdir(exist_ok=True)
+            rows = {"trainval": ["Abyssinian_1 1 1 1", "beagle_1 2 2 1", "beagle_2 2 2 1"],
+                    "test": ["Bengal_1 6 1 2", "pug_1 26 2 20"]}
+            for split_name, lines in rows.items():
+                text = "#Image CLASS-ID SPECIES BREED ID\n" + "\n".join(lines) + "\n"
+                (pets / "annotations" / f"{split_name}.txt").write_text(text)
+                for line in lines:
+                    (pets / "images" / f"{line.split()[0]}.jpg").write_bytes(jpeg_bytes(rng))
+
+    monkeypatch.setattr(torchvision.datasets, "OxfordIIITPet", FakePets)
+    monkeypatch.setenv("MAELIB_CACHE_DIR", str(tmp_path / "cache"))
+    from maelib.data import cats_dogs
+
+    s = cats_dogs(tmp_path, size=8, progress=False)
+    cats = sorted(p.name for p in (tmp_path / "cats_dogs" / "cats").iterdir())
+    assert cats == ["Abyssinian_1.jpg", "Bengal_1.jpg"]
+    assert len(list((tmp_path / "cats_dogs" / "dogs").iterdir())) == 3
+    assert s.labels.tolist() == [0, 0, 1, 1, 1] and s.class_names == ["cat", "dog"]
+    hint = dict(zip([p.name for p in s.paths], s.split_hint, strict=True))
+    assert hint["Bengal_1.jpg"] == "test" and hint["beagle_2.jpg"] == "train"
+    assert not (tmp_path / ".downloads" / "oxford-iiit-pet").exists()
+
+
+def test_failed_torchvision_download_explains_what_to_do(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "OxfordIIITPet", offline)
+    from maelib.data import cats_dogs
+
+    with pytest.raises(DownloadError) as err:
+        cats_dogs(tmp_path, size=8, progress=False)
+    message = str(err.value)
+    assert str(tmp_path / "cats_dogs" / "cats") in message and "CC BY-SA 4.0" in message
+    assert not (tmp_path / "cats_dogs").exists()

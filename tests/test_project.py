@@ -1,0 +1,80 @@
+"""The project's own promises: one dependency list, README's commands, notebooks' links."""
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from maelib import course
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    project = pyproject()["project"]
+    declared = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "-e .[dev]" in pip_section, "environment.yml must install the package itself"
+    assert set(pip_section) - {"-e .[dev]"} == declared
+
+
+def test_ci_runs_the_test_command_that_readme_gives():
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    command = "ruff check . && pytest"
+    assert re.search(rf"^{re.escape(command)}$", ci, re.M)
+    assert f"\n{command}\n" in readme
+
+
+def test_repository_url_is_in_one_place_and_badges_follow_it(tmp_path):
+    url = course.repository_url()
+    for nb in course.lesson_paths():
+        text = nb.read_text()
+        assert course.colab_url(nb.name, url) in text, f"{nb.name} lacks its Colab badge"
+        assert f'REPO = \\"{url}\\"' in text, f"{nb.name}'s Colab cell installs from another URL"
+        assert course.colab_url(nb.name, url) in (ROOT / "README.md").read_text()
+    # a fork changes pyproject, runs sync-urls, and every link follows
+    fork = tmp_path / "fork"
+    (fork / "notebooks").mkdir(parents=True)
+    (fork / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text().replace(url, "https://github.com/me/mine"))
+    (fork / "README.md").write_text((ROOT / "README.md").read_text())
+    first = course.lesson_paths()[0]
+    (fork / "notebooks" / first.name).write_text(first.read_text())
+    course.sync_urls(fork)
+    assert "https://colab.research.google.com/github/me/mine/blob/main/notebooks/" + first.name in \
+        (fork / "README.md").read_text()
+    assert 'REPO = \\"https://github.com/me/mine\\"' in (fork / "notebooks" / first.name).read_text()
+
+
+def test_every_lesson_starts_with_colab_setup_then_prints_preset_and_device():
+    for nb_path in course.lesson_paths():
+        cells = [c for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code"]
+        assert "google.colab" in "".join(cells[0]["source"]), nb_path.name
+        assert "setup(" in "".join(cells[1]["source"]), nb_path.name
+        printed = "".join("".join(o.get("text", "")) for o in cells[1].get("outputs", []))
+        assert re.search(r"preset: (cpu|gpu) \| device: ", printed), f"{nb_path.name} was not rendered by a real run"
+
+
+def test_command_line_lists_lessons():
+    out = subprocess.run([sys.executable, "-m", "maelib", "lessons", "list"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [p.name for p in course.lesson_paths()] and out[0].startswith("00_")
+
+
+def test_unknown_preset_is_an_error_naming_it(monkeypatch):
+    from maelib import presets
+    monkeypatch.setenv("MAELIB_PRESET", "laptop")
+    with pytest.raises(ValueError, match="'laptop'.*smoke"):
+        presets.current_preset()
+    monkeypatch.setenv("MAELIB_PRESET", "cpu")
+    assert presets.pick(smoke=1, cpu=2, gpu=3) == 2

@@ -146,6 +146,11 @@ def test_ratios_outside_zero_one_are_errors_naming_the_value(kwargs):
         random_masking(2, (4, 4), **kwargs)
 
 
+def test_a_square_covering_the_whole_grid_is_an_error_naming_the_ratio():
+    with pytest.raises(ValueError, match="block_ratio 0.95 gives a 14x14 square that covers the whole 14x14"):
+        square_block_masking(1, (14, 14), 0.95)
+
+
 def test_zero_ratio_masks_nothing_and_unknown_mode_is_an_error():
     m = random_masking(2, (4, 4), 0.0)
     assert m.mask.sum() == 0 and m.num_visible == 16

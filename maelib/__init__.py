@@ -8,6 +8,7 @@ Modules, one job each:
     metrics   PSNR/SSIM on masked pixels, classical inpainting baselines
     data      datasets as uint8 tensors, downloads, splits, augmentation
     train     one fit loop with checkpoints and resume
+    pretrained  official and maelib weights, frozen blocks + new blocks
     viz       figures
     presets   smoke / cpu / gpu settings of the lessons
 """

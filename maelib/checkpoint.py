@@ -109,7 +109,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     return atomic_save(checkpoint, path)
 
 
-def _clean_key(key: str) -> str:
+def clean_key(key: str) -> str:
     """Drop the prefixes ``torch.compile`` (``_orig_mod.``) and DDP (``module.``) add to names."""
     return key.removeprefix("_orig_mod.").removeprefix("module.")
 
@@ -126,7 +126,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bo
     Shapes must always match; with ``strict=True`` (default) the key sets must match too.
     """
     model = unwrap(model)
-    state = {_clean_key(k): v for k, v in state.items()}
+    state = {clean_key(k): v for k, v in state.items()}
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     if mismatched:
@@ -147,7 +147,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bo
     return model
 
 
-def _read(path: str | os.PathLike, map_location: Any) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -163,7 +163,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     Returns the whole checkpoint dict (``epoch``, ``history``, ``config``, ...). The optimizer,
     scheduler and scaler are restored only when given; ``restore_rng`` also restores torch's RNG.
     """
-    checkpoint = _read(path, map_location)
+    checkpoint = read_checkpoint(path, map_location)
     load_weights(model, checkpoint["model"], strict=strict, source=f"checkpoint {path}")
     if optimizer is not None and checkpoint.get("optimizer") is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -186,6 +186,6 @@ def load_model(path: str | os.PathLike, model: nn.Module, *, strict: bool = True
     weights under ``"model"``) or a bare state dict. Raises ``ValueError`` naming the key and both
     shapes on a shape mismatch, and listing missing/unexpected keys when ``strict``.
     """
-    checkpoint = _read(path, map_location)
+    checkpoint = read_checkpoint(path, map_location)
     state = checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else checkpoint
     return load_weights(model, state, strict=strict, source=f"checkpoint {path}")

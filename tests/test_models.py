@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from helpers import fair_layout
 
 from maelib.masking import random_masking
 from maelib.models import (
@@ -19,30 +20,6 @@ def tiny_vit(**kw):
     cfg = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32,
                decoder_depth=1, decoder_num_heads=4)
     return MaskedAutoencoderViT(**{**cfg, **kw})
-
-
-def fair_layout(embed_dim, depth, dec_dim, dec_depth, patch, chans, n, mlp_ratio=4):
-    """Key names and shapes of facebookresearch/mae's MaskedAutoencoderViT state dict."""
-    def block(prefix, d):
-        h = int(d * mlp_ratio)
-        return {f"{prefix}.norm1.weight": (d,), f"{prefix}.norm1.bias": (d,),
-                f"{prefix}.attn.qkv.weight": (3 * d, d), f"{prefix}.attn.qkv.bias": (3 * d,),
-                f"{prefix}.attn.proj.weight": (d, d), f"{prefix}.attn.proj.bias": (d,),
-                f"{prefix}.norm2.weight": (d,), f"{prefix}.norm2.bias": (d,),
-                f"{prefix}.mlp.fc1.weight": (h, d), f"{prefix}.mlp.fc1.bias": (h,),
-                f"{prefix}.mlp.fc2.weight": (d, h), f"{prefix}.mlp.fc2.bias": (d,)}
-    layout = {"cls_token": (1, 1, embed_dim), "pos_embed": (1, n + 1, embed_dim),
-              "patch_embed.proj.weight": (embed_dim, chans, patch, patch), "patch_embed.proj.bias": (embed_dim,),
-              "norm.weight": (embed_dim,), "norm.bias": (embed_dim,),
-              "mask_token": (1, 1, dec_dim), "decoder_pos_embed": (1, n + 1, dec_dim),
-              "decoder_embed.weight": (dec_dim, embed_dim), "decoder_embed.bias": (dec_dim,),
-              "decoder_norm.weight": (dec_dim,), "decoder_norm.bias": (dec_dim,),
-              "decoder_pred.weight": (patch * patch * chans, dec_dim), "decoder_pred.bias": (patch * patch * chans,)}
-    for i in range(depth):
-        layout.update(block(f"blocks.{i}", embed_dim))
-    for i in range(dec_depth):
-        layout.update(block(f"decoder_blocks.{i}", dec_dim))
-    return layout
 
 
 def test_state_dict_has_facebookresearch_names_and_shapes_and_loads_strictly():

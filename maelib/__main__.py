@@ -1,14 +1,276 @@
-"""Command line: ``python -m maelib lessons ...`` (also installed as the ``maelib`` command)."""
+"""Command line: ``python -m maelib lessons ...`` and ``python -m maelib train ...`` (also the ``maelib`` command).
+
+``maelib train --config NAME`` trains a named configuration (see :mod:`maelib.configs`) with the
+same models, data, losses and :func:`maelib.train.fit` as the notebooks; flags override any of its
+settings. Started by ``torchrun --nproc_per_node=N -m maelib train ...`` it trains on N processes
+with DistributedDataParallel (see :mod:`maelib.distributed`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from . import course
 
+TRAIN_HELP = "train a named configuration, on one device or many (torchrun); see maelib train --help"
+TRAIN_EXAMPLES = """\
+examples:
+  maelib train --config lesson01_mlp_cats_dogs --preset cpu
+  maelib train --config tiny --epochs 3 --out runs/try            # then: ... --resume to continue
+  torchrun --nproc_per_node=8 -m maelib train --config paper_vit_base --data-folder /data/imagenet/train
+  torchrun --nnodes=2 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=8 \\
+      -m maelib train --config paper_vit_base --data-folder /data/imagenet/train   (node_rank=1 on the other)
 
-def main(argv: list[str] | None = None) -> int:
+The learning rate is blr x global batch / 256, the global batch being --batch-size x processes x
+--accum-steps (--lr sets it directly). Only rank 0 prints, logs and writes OUT/last.pt; --resume
+continues from it (on several nodes OUT must be on a shared file system).
+
+configurations:
+"""
+
+MASK_ARGS = ("mask_ratio", "block_ratio", "random_ratio", "flipped", "random_offset", "horizontal_random_offset")
+RUN_ARGS = ("model", "dataset", "data_root", "data_folder", "img_size", "patch_size", "subset", "val_fraction",
+            "test_fraction", "workers", "batch_size", "global_batch", "blr", "lr", "loss")
+TRAIN_ARGS = ("epochs", "warmup_epochs", "weight_decay", "schedule", "grad_clip", "amp", "seed", "accum_steps",
+              "log_every")
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from .configs import CONFIGS, DATASETS, LOSSES, describe
+    from .masking import MASKINGS
+    from .models import MODEL_CONFIGS
+    from .train import AMP_MODES, SCHEDULES
+
+    p = sub.add_parser("train", help=TRAIN_HELP,
+                       description="Train a lesson's model (or the paper's recipe) from a named configuration "
+                                   "and preset; the flags below override its settings.",
+                       epilog=TRAIN_EXAMPLES + describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_argument_group("what to train")
+    what.add_argument("--config", required=True, choices=sorted(CONFIGS), metavar="NAME",
+                      help="named configuration (listed below)")
+    what.add_argument("--preset", choices=["smoke", "cpu", "gpu"],
+                      help="the configuration's size: smoke (seconds), cpu (the committed lesson run), gpu (the "
+                           "full recipe); default: MAELIB_PRESET, else gpu with CUDA, else cpu")
+    what.add_argument("--model", choices=sorted(MODEL_CONFIGS), metavar="NAME",
+                      help="another model from maelib.models.MODEL_CONFIGS (the configuration's own sizes are "
+                           "then dropped)")
+    what.add_argument("--norm-pix-loss", action=argparse.BooleanOptionalAction, default=None,
+                      help="predict per-patch normalised pixels (the paper's norm_pix_loss)")
+    what.add_argument("--loss", choices=LOSSES,
+                      help="mse: the masked MSE; combined: 0.6 masked MSE + 0.4 VGG19 perceptual (needs weights)")
+
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=DATASETS,
+                   help="cats_dogs / faces / facades from the data root; folder (images) / npy (.npy arrays) / "
+                        "imagefolder (class subfolders, decoded on the fly) from --data-folder")
+    d.add_argument("--data-root", metavar="DIR",
+                   help="data root for cats_dogs / faces / facades (default: MAELIB_DATA_DIR, else data/)")
+    d.add_argument("--data-folder", metavar="DIR",
+                   help="train on this folder instead (implies --dataset npy if it holds .npy files, else "
+                        "folder, unless --dataset says otherwise)")
+    d.add_argument("--img-size", type=int, metavar="PX", help="resize images to PX x PX")
+    d.add_argument("--patch-size", type=int, metavar="PX", help="patch side in pixels (must divide --img-size)")
+    d.add_argument("--subset", type=int, metavar="N", help="train on the first N training images only")
+    d.add_argument("--val-fraction", type=float, metavar="F",
+                   help="share of the images held out for validation (0: no validation)")
+    d.add_argument("--test-fraction", type=float, metavar="F",
+                   help="share of the images held out as a test set, never trained or validated on")
+    d.add_argument("--no-augment", action="store_true", help="no random crops, flips or jitter")
+    d.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes per training process")
+
+    m = p.add_argument_group("masking")
+    m.add_argument("--mask-mode", choices=sorted(MASKINGS),
+                   help="masking strategy (a new mode drops the configuration's mask arguments)")
+    m.add_argument("--mask-ratio", type=float, metavar="F", help="random: share of patches masked")
+    m.add_argument("--block-ratio", type=float, metavar="F",
+                   help="block: share of patch rows masked; square / combined: share of patches in the square")
+    m.add_argument("--random-ratio", type=float, metavar="F",
+                   help="combined: share of the patches outside the square masked at random")
+    m.add_argument("--flipped", action=argparse.BooleanOptionalAction, default=None,
+                   help="block / square / combined: count rows from the bottom")
+    m.add_argument("--random-offset", action=argparse.BooleanOptionalAction, default=None,
+                   help="block / square / combined: move the block to a random row per image")
+    m.add_argument("--horizontal-random-offset", action=argparse.BooleanOptionalAction, default=None,
+                   help="square / combined: move the square to a random column per image")
+
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, metavar="N", help="passes over the training data")
+    o.add_argument("--warmup-epochs", type=float, metavar="N", help="linear learning-rate warmup (may be fractional)")
+    o.add_argument("--batch-size", type=int, metavar="N", help="images per device per step")
+    o.add_argument("--accum-steps", type=int, metavar="N",
+                   help="gradient accumulation: batches per optimizer step (replaces --global-batch)")
+    o.add_argument("--global-batch", type=int, metavar="N",
+                   help="images per optimizer step over all processes; sets the accumulation steps")
+    o.add_argument("--blr", type=float, metavar="LR", help="base learning rate: lr = blr x global batch / 256")
+    o.add_argument("--lr", type=float, metavar="LR", help="absolute peak learning rate (ignores --blr)")
+    o.add_argument("--weight-decay", type=float, metavar="W", help="AdamW weight decay")
+    o.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule, stepped every optimizer step")
+    o.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm to NORM")
+    o.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: bf16/fp16 on GPUs, bf16 on CPUs "
+                                                    "that have it natively, else off)")
+    o.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    o.add_argument("--seed", type=int, metavar="N", help="seeds the split, the weights and every epoch's randomness")
+
+    r = p.add_argument_group("output and devices")
+    r.add_argument("--out", metavar="DIR", help="output folder for last.pt, run.json, TensorBoard logs "
+                                                "(default: runs/<config>)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pt: weights, optimizer, scheduler, scaler, epoch (which sets "
+                        "the sampler's order and every random number)")
+    r.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (rank 0)")
+    r.add_argument("--log-every", type=int, metavar="N", help="update the progress bar every N optimizer steps")
+    r.add_argument("--device", help="cuda, mps or cpu (default: the best available; under torchrun cuda:LOCAL_RANK "
+                                    "with NCCL, or cpu with gloo)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the resolved configuration and the model size, then stop (no data, no training)")
+
+
+# --------------------------------------------------------------------------- from flags to a run
+def _mask_from_args(mask: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    mask = dict(mask)
+    if args.mask_mode is not None and args.mask_mode != mask.get("mask_mode", "random"):
+        mask = {"mask_mode": args.mask_mode}  # the configuration's arguments belong to its own mode
+    for key in MASK_ARGS:
+        if getattr(args, key) is not None:
+            mask[key] = getattr(args, key)
+    if "mask_ratio" in mask and mask.get("mask_mode", "random") != "random":
+        raise SystemExit("maelib train: --mask-ratio applies to --mask-mode random only")
+    return mask
+
+
+def resolve_run(args: argparse.Namespace):
+    """The configuration named by ``args.config`` with every flag that was given applied."""
+    from .configs import get_config, replace
+
+    run = get_config(args.config, args.preset)
+    changes = {k: getattr(args, k) for k in RUN_ARGS + TRAIN_ARGS if getattr(args, k) is not None}
+    if args.model is not None and args.model != run.model:
+        changes["model_kwargs"] = {}  # the configuration's sizes were meant for its own model
+    if args.data_folder is not None and args.dataset is None and run.dataset not in ("folder", "npy",
+                                                                                      "imagefolder"):
+        changes["dataset"] = "npy" if any(Path(args.data_folder).glob("*.npy")) else "folder"
+    if args.accum_steps is not None and args.global_batch is not None:
+        raise SystemExit("maelib train: give --accum-steps or --global-batch, not both")
+    if args.accum_steps is not None:
+        changes["global_batch"] = None  # explicit accumulation replaces the configuration's global batch
+    if args.compile:
+        changes["compile"] = True
+    if args.no_augment:
+        changes["augment"] = None
+    run = replace(run, **changes)
+    if args.norm_pix_loss is not None:
+        run = replace(run, model_kwargs={**run.model_kwargs, "norm_pix_loss": args.norm_pix_loss})
+    return replace(run, mask=_mask_from_args(run.train.mask, args))
+
+
+def _say(*lines: str) -> None:
+    from .distributed import is_main
+
+    if is_main():
+        print("\n".join(lines), flush=True)
+
+
+def train(args: argparse.Namespace):
+    """``maelib train``: returns ``(model, history)``. Under torchrun every process runs this."""
+    import dataclasses
+
+    import torch
+
+    from . import configs, distributed
+    from .loggers import TensorBoardLogger
+    from .presets import current_preset
+    from .train import fit, make_loader
+
+    device = distributed.setup(args.device)
+    try:
+        run = resolve_run(args)
+        world, main = distributed.world_size(), distributed.is_main()
+        accum, global_batch = configs.batch_plan(run, world)
+        lr = configs.learning_rate(run, global_batch)
+        out = Path(args.out) if args.out else Path("runs") / run.name
+        last = out / "last.pt"
+        if last.exists() and not args.resume:
+            raise SystemExit(f"maelib train: {last} exists; pass --resume to continue that run, or another --out")
+        try:
+            configs.check_loss(run)  # before minutes of loading data
+        except FileNotFoundError as err:
+            raise SystemExit(f"maelib train: {err}") from err
+
+        torch.manual_seed(run.train.seed)  # the same initial weights everywhere (DDP also copies rank 0's)
+        with distributed.main_first():  # rank 0 of each node downloads and decodes first, the others reuse it
+            train_set, val_set, from_data = configs.load_data(run, progress=main) if not args.dry_run \
+                else (None, None, {})
+        model = configs.build_model(run, **from_data)
+        channels = model.in_chans
+        try:  # a mask that does not fit the model's patch grid fails now, not after the data is loaded
+            model.make_mask(torch.zeros(1, channels, run.img_size, run.img_size), **run.train.mask)
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"maelib train: mask {run.train.mask} does not work here: {err}") from err
+        config = dataclasses.replace(run.train, lr=lr, accum_steps=accum, checkpoint_dir=out, resume=args.resume,
+                                     progress=main)
+        rise = "rising over the first 30% of steps" if config.schedule == "onecycle" and not config.warmup_epochs \
+            else f"warmup {config.warmup_epochs:g} epochs"
+        how = f"{config.schedule} ({rise}), {config.epochs} epochs"
+        rate = f"lr {lr:.3g}" if run.lr is not None else f"lr = blr {run.blr:.3g} x {global_batch} / 256 = {lr:.3g}"
+        backend = f"{torch.distributed.get_backend()}, {world} processes" if world > 1 else "1 process"
+        _say(f"maelib train: {run.name} (preset {args.preset or current_preset()})",
+             f"  model   {run.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+             f"{run.img_size} px, patch {model.patch_size}, {channels} channels, loss {run.loss}"
+             f"{' (norm_pix)' if model.norm_pix_loss else ''}",
+             f"  data    {run.dataset}" + (f": {len(train_set)} training images, "
+                                           f"{len(val_set) if val_set is not None else 0} validation images"
+                                           if train_set is not None else ""),
+             f"  mask    {run.train.mask}",
+             f"  batch   {run.batch_size} per process x {world} process{'es' if world > 1 else ''} x {accum} "
+             f"accumulation step{'s' if accum > 1 else ''} = {global_batch} images per optimizer step",
+             f"  optim   AdamW, {rate}, weight decay {config.weight_decay}, betas {config.betas}, {how}",
+             f"  device  {device} ({backend})",
+             f"  output  {out}")
+        if args.dry_run:
+            return model, {}
+
+        loss_fn = configs.build_loss(run, model, device)
+        train_loader = make_loader(train_set, run.batch_size, shuffle=True, seed=run.train.seed,
+                                   num_workers=run.workers, distributed=True)
+        val_loader = make_loader(val_set, run.val_batch_size, shuffle=False, num_workers=run.workers) \
+            if val_set is not None else None
+        start = 0
+        if args.resume and last.exists():
+            start = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+            _say(f"  resume  from {last}, {start} of {config.epochs} epochs done")
+        elif args.resume:
+            _say(f"  resume  nothing to resume at {last}: starting from epoch 1")
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            record = {"config": configs.as_dict(run), "argv": sys.argv, "world_size": world, "accum_steps": accum,
+                      "global_batch": global_batch, "lr": lr, "device": str(device)}
+            (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+        logger = TensorBoardLogger(out / "tensorboard") if args.tensorboard and main else None
+        try:
+            history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=logger)
+        finally:
+            if logger is not None:
+                logger.close()
+
+        seconds = sum(history["epoch_time"][start:])
+        if seconds > 0 and len(history["epoch"]) > start:
+            images = (len(history["epoch"]) - start) * len(train_set)
+            val = f", val loss {history['val_loss'][-1]:.4f}" if val_loader is not None else ""
+            _say(f"done: train loss {history['train_loss'][-1]:.4f}{val}; {images / seconds:.1f} images/s over "
+                 f"{len(history['epoch']) - start} epochs ({backend}"
+                 f"{', validation included' if val_loader is not None else ''}); checkpoint {last}")
+        return model, history
+    finally:
+        distributed.cleanup()
+
+
+# --------------------------------------------------------------------------- main
+def make_parser(with_train: bool = True) -> argparse.ArgumentParser:
+    """The ``maelib`` parser; ``with_train=False`` leaves out the train command's flags (they import torch)."""
     parser = argparse.ArgumentParser(prog="maelib", description="Masked Autoencoders, taught by running them.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -22,9 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks (to commit a new run)")
     run.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     lsub.add_parser("sync-urls", help="rewrite Colab badges and install cells from pyproject.toml")
+    if with_train:
+        add_train_parser(sub)
+    else:
+        sub.add_parser("train", help=TRAIN_HELP, add_help=False)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `maelib lessons ...` starts fast: only `maelib train` imports torch to build its flags
+    parser = make_parser(with_train=argv[:1] == ["train"])
     args = parser.parse_args(argv)
-    if args.command == "lessons":
+    if args.command == "train":
+        train(args)
+    elif args.command == "lessons":
         if args.action == "list":
             for path in course.lesson_paths():
                 print(path.name)

@@ -18,10 +18,18 @@ What it takes care of:
 * **No waiting on the GPU inside a step**: losses are summed on the device and read every
   ``log_every`` steps. A NaN or infinite loss stops training with an error naming the epoch and
   the first bad step.
+* **Gradient accumulation** (``config.accum_steps``): add up the gradients of several batches,
+  then take one optimizer step, to reach a large effective batch on a small device.
+* **Several processes** (under ``torchrun``, after :func:`maelib.distributed.setup`): the model is
+  wrapped in ``DistributedDataParallel``, which averages the gradients over the processes; the
+  losses in the history and the progress bar are means over all processes; only rank 0 shows a
+  progress bar, logs and writes checkpoints (every rank reads one on resume). Give each process
+  its share of the data with ``make_loader(..., distributed=True)``.
 * **Exact resume**: every epoch starts by seeding torch, numpy and ``random`` from
-  ``(config.seed, epoch)``, so an epoch's shuffling, masks and augmentations do not depend on
-  what ran before it. A 3-epoch run that crashed (or was interrupted) in epoch 3 and is resumed
-  ends bit for bit where the uninterrupted run ends, on a CPU. Extending a *finished* run
+  ``(config.seed, epoch)`` (and the process's rank), so an epoch's shuffling, masks and
+  augmentations do not depend on what ran before it. A 3-epoch run that crashed (or was
+  interrupted) in epoch 3 and is resumed ends bit for bit where the uninterrupted run ends, on a
+  CPU; with several processes too, if resumed with as many. Extending a *finished* run
   (``epochs=2``, then ``epochs=3, resume=True``) is exact with ``schedule="constant"``; the
   cosine and one-cycle schedules are stretched to the new length from the current step on.
 
@@ -34,6 +42,7 @@ mask generators passed in ``config.mask``: their state would carry over from epo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -46,10 +55,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, to_plain
+from .distributed import is_main, mean_over_processes, same_everywhere
+from .distributed import rank as distributed_rank
+from .distributed import world_size as distributed_world_size
 from .loggers import Logger
 from .presets import default_device
 
@@ -87,6 +101,9 @@ class TrainConfig:
         progress: ``"auto"``/True = a tqdm.auto bar (a widget in Jupyter, text in logs) and one
             line per epoch; False = silent.
         log_every: read the running loss (the only host-device sync) every this many steps.
+        accum_steps: batches whose gradients are added up before each optimizer step (gradient
+            accumulation); the effective batch is ``accum_steps`` x the loader's batch size (x the
+            number of processes). Schedules and ``log_every`` count optimizer steps.
     """
 
     epochs: int = 10
@@ -105,6 +122,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool | Literal["auto"] = "auto"
     log_every: int = 50
+    accum_steps: int = 1
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -115,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"need epochs >= 1, lr > 0, warmup_epochs >= 0, log_every >= 1; got epochs="
                              f"{self.epochs}, lr={self.lr}, warmup_epochs={self.warmup_epochs}, "
                              f"log_every={self.log_every}")
+        if self.accum_steps < 1:
+            raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
         if self.seed < 0 or self.val_mask_seed < 0:
@@ -169,9 +189,11 @@ def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
 
 
 # --------------------------------------------------------------------------- seeds and data
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A well-mixed 32-bit seed for one epoch of one run."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A well-mixed 32-bit seed for one epoch of one run (and one process ``rank`` of a distributed run:
+    each process draws its own masks and augmentations)."""
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -201,15 +223,26 @@ class EpochSampler(Sampler[int]):
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, *,
-                num_workers: int = 0, drop_last: bool = False, **loader_kwargs: Any) -> DataLoader:
+                num_workers: int = 0, drop_last: bool = False, distributed: bool = False,
+                **loader_kwargs: Any) -> DataLoader:
     """A DataLoader whose order is a function of ``(seed, epoch)``, so resumed runs see the same batches.
 
     Worker processes (``num_workers > 0``) get their seeds from torch's global RNG, which ``fit``
     seeds at the start of every epoch. Extra keywords go to ``DataLoader``.
+
+    ``distributed=True`` uses torch's ``DistributedSampler``: every epoch's permutation (seeded by
+    ``seed + epoch``) is dealt out to the processes, so each process iterates over its own
+    1/world-size share, ``batch_size`` images at a time. In a single process it is the whole
+    permutation: one process with batch 2b sees the same batches as two processes with b each.
     """
     loader_kwargs.setdefault("pin_memory", torch.cuda.is_available())
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), shuffle, seed),
-                      num_workers=num_workers, drop_last=drop_last, **loader_kwargs)
+    if distributed:
+        sampler = DistributedSampler(dataset, num_replicas=distributed_world_size(), rank=distributed_rank(),
+                                     shuffle=shuffle, seed=seed, drop_last=drop_last)
+    else:
+        sampler = EpochSampler(len(dataset), shuffle, seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last, **loader_kwargs)
 
 
 def _set_epoch(loader: Iterable, epoch: int) -> None:
@@ -346,16 +379,27 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         device: where to train (default: :func:`default_device`); the model is moved there.
         logger: e.g. :class:`~maelib.loggers.TensorBoardLogger`; fit flushes it but does not close it.
 
+    In a process group of several processes (torchrun, see :mod:`maelib.distributed`), every
+    process calls ``fit`` with its own ``device`` and its share of the data; the model is trained
+    with ``DistributedDataParallel`` and only rank 0 shows progress, logs and saves checkpoints.
+
     Raises ``FloatingPointError`` naming the epoch and global step of the first NaN/inf loss.
     """
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else default_device()
-    logger = logger or Logger()
+    world, main = distributed_world_size(), is_main()
+    logger = logger if logger is not None and main else Logger()  # only rank 0 logs
     model.to(device)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+    batches = len(train_loader)
+    if batches == 0:
         raise ValueError("train_loader is empty: it yields no batches (dataset smaller than one batch "
                          "with drop_last=True?)")
+    accum = config.accum_steps
+    steps_per_epoch = math.ceil(batches / accum)  # optimizer steps; the last group may be shorter
+    if world > 1 and not isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
+        warnings.warn(f"training in {world} processes, but train_loader has no DistributedSampler: every "
+                      "process iterates over the whole data set; use make_loader(..., distributed=True)",
+                      stacklevel=2)
 
     amp_dtype = resolve_amp(config.amp, device)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas)
@@ -366,48 +410,74 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     start_epoch = 0
 
     last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir is not None else None
-    if config.resume and last is not None and last.exists():
+    if config.resume and last is not None and last.exists():  # every process reads the checkpoint
         checkpoint = load_checkpoint(last, model, optimizer, scheduler, scaler, map_location=device)
         start_epoch, history = checkpoint["epoch"], checkpoint["history"]
         if changes := _config_changes(checkpoint["config"], config):
             warnings.warn(f"resuming {last} with changed settings: {'; '.join(changes)} (lr, betas and "
                           "weight_decay stay those of the checkpoint's optimizer)", stacklevel=2)
+        if checkpoint.get("world_size", 1) != world:
+            warnings.warn(f"resuming {last}, written by {checkpoint.get('world_size', 1)} processes, in {world}: "
+                          "the remaining epochs deal out the data differently than the original run would "
+                          "have", stacklevel=2)
+
+    if world > 1 and not same_everywhere(start_epoch, device):
+        raise RuntimeError(f"the processes would resume from different epochs: {last} must be the same file for "
+                           "all of them (on several nodes, put checkpoint_dir on a shared file system)")
 
     train_model = torch.compile(model) if config.compile else model
+    if world > 1:  # one copy of the model per process; backward averages the gradients over all of them
+        train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda"
+                                              else None)
     compute_loss = _loss_fn(config, loss_fn)
     autocast = lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-    show = bool(config.progress)
+    show = bool(config.progress) and main
 
     with tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step",
               disable=not show, dynamic_ncols=True) as bar:
         for epoch in range(start_epoch, config.epochs):
-            # This epoch's randomness depends on (seed, epoch) only: the key to exact resume.
-            seed_everything(epoch_seed(config.seed, epoch))
+            # This epoch's randomness depends on (seed, epoch, rank) only: the key to exact resume.
+            seed_everything(epoch_seed(config.seed, epoch, distributed_rank()))
             _set_epoch(train_loader, epoch)
             model.train()
             t0 = time.perf_counter()
             # Running sums stay on the device; reading them waits for the GPU, so we do it rarely.
             epoch_sum = torch.zeros((), device=device)
             window_sum, window_steps = torch.zeros((), device=device), 0
+            group_sum = torch.zeros((), device=device)  # the losses of the batches of one optimizer step
             first_bad = torch.full((), -1, dtype=torch.long, device=device)  # step of the first NaN/inf
             bad_value = torch.zeros((), device=device)
 
             for i, batch in enumerate(train_loader):
-                step = epoch * steps_per_epoch + i + 1  # global step, counted from 1
+                # Batches come in groups of `accum` (the last group of an epoch may be shorter): their
+                # gradients add up, then one optimizer step. Without accumulation every group is 1 batch.
+                group_size = min(accum, batches - (i - i % accum))
+                last_in_group = i % accum == group_size - 1
+                step = epoch * steps_per_epoch + i // accum + 1  # global optimizer step, counted from 1
                 imgs = images_of(batch).to(device, non_blocking=True)
-                with autocast():
-                    loss = compute_loss(train_model, imgs)
-                scaler.scale(loss).backward()
-                if config.grad_clip is not None:
-                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                # DDP averages the gradients over the processes during backward; within a group only the
+                # last backward needs to (no_sync), the others just add to the local gradients.
+                no_sync = world > 1 and not last_in_group
+                with train_model.no_sync() if no_sync else contextlib.nullcontext():
+                    with autocast():
+                        loss = compute_loss(train_model, imgs)
+                    scaler.scale(loss / group_size if group_size > 1 else loss).backward()
+                if last_in_group:
+                    if config.grad_clip is not None:
+                        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
 
-                # Bookkeeping without a sync: remember the first non-finite loss on the device.
-                loss = loss.detach().float()
+                # Bookkeeping without a sync: the loss of the step's whole batch (all of its accumulated
+                # batches, all processes), and the first non-finite one, stay on the device.
+                group_sum += loss.detach().float()
+                if not last_in_group:
+                    continue
+                loss = mean_over_processes(group_sum / group_size)
+                group_sum.zero_()
                 is_first_bad = (first_bad < 0) & ~torch.isfinite(loss)
                 first_bad.masked_fill_(is_first_bad, step)
                 bad_value = torch.where(is_first_bad, loss, bad_value)
@@ -416,7 +486,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 window_steps += 1
                 bar.update()
 
-                if step % config.log_every == 0 or i + 1 == steps_per_epoch:
+                if step % config.log_every == 0 or i + 1 == batches:
                     _check_finite(first_bad, bad_value, epoch + 1, steps_per_epoch)
                     running, lr = window_sum.item() / window_steps, scheduler.get_last_lr()[0]
                     window_sum.zero_()
@@ -427,16 +497,16 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
 
             # End of epoch: validate, record, save (never a checkpoint of a NaN model).
             _check_finite(first_bad, bad_value, epoch + 1, steps_per_epoch)
-            train_loss = epoch_sum.item() / (i + 1)
+            train_loss = epoch_sum.item() / (i // accum + 1)
             val_loss = evaluate(model, val_loader, config, loss_fn=loss_fn, device=device) \
                 if val_loader is not None else math.nan
             row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                    "lr": scheduler.get_last_lr()[0], "epoch_time": time.perf_counter() - t0}
             for key, value in row.items():
                 history.setdefault(key, []).append(value)
-            if last is not None:
+            if last is not None and main:
                 save_checkpoint(last, model, optimizer, scheduler, scaler, epoch=epoch + 1, history=history,
-                                config=config)
+                                config=config, world_size=world)
 
             summary = {"train/epoch_loss": train_loss, "epoch": epoch + 1, "epoch_time": row["epoch_time"]}
             if val_loader is not None:

@@ -1,0 +1,381 @@
+"""Named training runs for ``maelib train``: a lesson's model, data, mask and schedule, by name.
+
+    run = get_config("lesson01_mlp_cats_dogs", preset="cpu")
+    train_set, val_set, from_data = load_data(run)   # from_data: channels (and pixel statistics)
+    model = build_model(run, **from_data)
+
+A configuration writes down, per preset (``smoke`` / ``cpu`` / ``gpu``), what a lesson's notebook
+trains, so the command line trains the same thing with the same pieces of maelib (models, data,
+augmentation, losses, :func:`~maelib.train.fit`), on one device or on many:
+
+======================== ====== ===================== =========================== ======================
+name                     lesson model                 data                        mask
+======================== ====== ===================== =========================== ======================
+tiny                     --     2-block ViT, 32 px    cats and dogs               random 75%
+lesson01_mlp_cats_dogs   01     MLP-MAE, 48 px        cats and dogs               random 75%
+lesson02_vit_faces       02     ViT-MAE, 64 / 256 px  CelebA faces                random 75%
+lesson04_facades_block   04     seed 001's ViT        CMP facades                 block, half the rows
+paper_vit_base           --     ViT-B/16, 224 px      an ImageNet-style folder    random 75%, norm_pix
+======================== ====== ===================== =========================== ======================
+
+**The learning rate follows the batch.** A configuration gives a *base* learning rate ``blr``, the
+rate for a batch of 256 images; the run uses ``lr = blr x global batch / 256`` (the MAE paper's
+rule), where the global batch is the per-device batch x the number of processes x the gradient
+accumulation steps. A lesson's ``lr`` at its batch size is ``blr`` x batch / 256; the comments
+give both. ``global_batch`` (the paper's 4096) fixes the global batch instead: the accumulation
+steps are then worked out from the number of processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from . import data
+from .models import MODEL_CONFIGS, create_model
+from .presets import PRESETS, current_preset
+from .train import LossFn, TrainConfig
+
+DATASETS = ("cats_dogs", "faces", "facades", "folder", "npy", "imagefolder")
+LOSSES = ("mse", "combined")
+
+
+@dataclass
+class RunConfig:
+    """Everything ``maelib train`` needs besides the devices: model, data, batch, learning rate.
+
+    Attributes:
+        name: the configuration's name (also the default output folder ``runs/<name>``).
+        model / model_kwargs: a name in :data:`maelib.models.MODEL_CONFIGS` and settings that
+            override its own (e.g. ``{"norm_pix_loss": True}``).
+        dataset: ``cats_dogs``, ``faces`` or ``facades`` (from the data root); ``folder`` (a flat
+            folder of images) or ``npy`` (a folder of ``.npy`` arrays), decoded once into memory;
+            ``imagefolder``: class subfolders of images, decoded on the fly by the loader's workers
+            (ImageNet's layout; too big to hold in memory).
+        data_kwargs: extra keywords for the dataset function, e.g. ``{"variant": "lfw_gray"}``.
+        data_root: the data root for the named datasets (None: ``MAELIB_DATA_DIR`` or ``data/``).
+        data_folder: the folder for ``folder``, ``npy`` and ``imagefolder``.
+        img_size / patch_size: images are resized to ``img_size``; ``patch_size`` None keeps the model's.
+        augment: keywords for :func:`maelib.data.train_transforms` (None: no augmentation).
+        split: ``"random"`` (a seeded split with ``val_fraction``, stratified by label when there are
+            labels) or ``"hint"`` (the data set's own train/val split from MANIFEST.tsv).
+        val_fraction: share of the images kept for validation with ``split="random"`` (0: none).
+        test_fraction: share of the images held out for a test set, never trained on or validated
+            with (``split="random"``, images held in memory; 0: none).
+        subset: train on the first ``subset`` training images only (the smoke preset).
+        batch_size: images per device per step; ``val_batch_size`` for validation.
+        global_batch: if set, the accumulation steps are chosen so that batch_size x processes x
+            accum_steps equals it; otherwise ``train.accum_steps`` is used as it is.
+        blr / lr: base learning rate for a batch of 256, scaled with the global batch; an explicit
+            ``lr`` is used as it is.
+        loss: ``"mse"`` (the model's masked MSE) or ``"combined"`` (0.6 MSE + 0.4 VGG19 perceptual).
+        pixel_stats: give the model the per-channel mean and std of the training images
+            (``pixel_mean`` / ``pixel_std``, for the MLP-MAE that standardises its inputs).
+        workers: DataLoader worker processes per training process.
+        train: the :class:`~maelib.train.TrainConfig` (epochs, schedule, mask, weight decay, ...);
+            its ``lr`` and ``accum_steps`` are filled in when the run starts.
+    """
+
+    name: str
+    model: str
+    dataset: str
+    img_size: int
+    patch_size: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    data_folder: str | None = None
+    augment: dict[str, Any] | None = field(default_factory=lambda: {"crop_scale": (0.8, 1.0), "hflip": True})
+    split: str = "random"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    subset: int | None = None
+    batch_size: int = 64
+    val_batch_size: int = 256
+    global_batch: int | None = None
+    blr: float = 1.5e-4
+    lr: float | None = None
+    loss: str = "mse"
+    pixel_stats: bool = False
+    workers: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_CONFIGS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODEL_CONFIGS)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
+        if self.split not in ("random", "hint"):
+            raise ValueError(f"split must be 'random' or 'hint', got {self.split!r}")
+        if min(self.val_fraction, self.test_fraction) < 0 or self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction and test_fraction must be >= 0 and leave images to train on, got "
+                             f"{self.val_fraction} and {self.test_fraction}")
+        if self.batch_size < 1 or (self.global_batch is not None and self.global_batch < 1):
+            raise ValueError(f"need batch_size >= 1 and global_batch None or >= 1, got {self.batch_size}, "
+                             f"{self.global_batch}")
+        if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
+            raise ValueError(f"learning rates must be > 0, got blr={self.blr}, lr={self.lr}")
+
+
+def _by_preset(preset: str, *, smoke: Any, cpu: Any, gpu: Any) -> Any:
+    return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[preset]
+
+
+# --------------------------------------------------------------------------- the configurations
+def tiny(preset: str) -> RunConfig:
+    """A 2-block ViT on 32x32 cats and dogs: try the command (and torchrun) in a minute on a CPU."""
+    epochs = _by_preset(preset, smoke=1, cpu=10, gpu=10)
+    return RunConfig(
+        name="tiny", model="mae_vit_tiny_patch2_32", img_size=32, patch_size=4, dataset="cats_dogs",
+        model_kwargs=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32, decoder_depth=1,
+                          decoder_num_heads=4),
+        subset=_by_preset(preset, smoke=256, cpu=None, gpu=None), val_fraction=0.2,
+        batch_size=64, blr=4e-3,  # lr 1e-3 at batch 64
+        train=TrainConfig(epochs=epochs, warmup_epochs=1, schedule="cosine", mask={"mask_ratio": 0.75}))
+
+
+def lesson01_mlp_cats_dogs(preset: str) -> RunConfig:
+    """Lesson 01: the MLP-MAE on 48x48 cats and dogs, 6x6 patches, 75% random masking."""
+    epochs = _by_preset(preset, smoke=1, cpu=50, gpu=50)  # the seed project's 50 epochs
+    return RunConfig(
+        name="lesson01_mlp_cats_dogs", model="mae_mlp_48", img_size=48, patch_size=6, dataset="cats_dogs",
+        augment={"crop_scale": (0.8, 1.0), "hflip": True}, split="random", val_fraction=0.2,
+        subset=_by_preset(preset, smoke=256, cpu=None, gpu=None), pixel_stats=True,
+        batch_size=128, blr=1e-2,  # lr 5e-3 at batch 128, the seed project's
+        train=TrainConfig(epochs=epochs, warmup_epochs=1, weight_decay=0.05, schedule="cosine",
+                          mask={"mask_ratio": 0.75}, seed=0))
+
+
+def lesson02_vit_faces(preset: str) -> RunConfig:
+    """Lesson 02: a small ViT-MAE on CelebA faces (64 px, patch 8; gpu: 256 px, patch 16), 75% random masking."""
+    big = preset == "gpu"  # the lesson's 256 px geometry: encoder 384 x 12, decoder 256 x 4
+    return RunConfig(
+        name="lesson02_vit_faces", model="mae_vit_small_faces64", dataset="faces", data_kwargs={"variant": "celeba"},
+        img_size=256 if big else 64, patch_size=16 if big else 8,
+        model_kwargs=dict(embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_depth=4,
+                          decoder_num_heads=8) if big else {},
+        augment={"crop_scale": (0.8, 1.0), "hflip": True},
+        split="random", val_fraction=0.1, test_fraction=0.1,  # the lesson's 80 / 10 / 10 split
+        subset=_by_preset(preset, smoke=256, cpu=None, gpu=None),
+        batch_size=128 if big else 32, val_batch_size=250,
+        blr=3e-3 if big else 1.6e-2,  # lr 1.5e-3 at batch 128 / 2e-3 at batch 32
+        train=TrainConfig(epochs=_by_preset(preset, smoke=1, cpu=30, gpu=100), schedule="onecycle",
+                          weight_decay=0.05, mask={"mask_ratio": 0.75}, seed=0))
+
+
+def lesson04_facades_block(preset: str) -> RunConfig:
+    """Lesson 04: seed 001's facade ViT with block masking (half the rows) and MSE + perceptual loss."""
+    return RunConfig(
+        name="lesson04_facades_block", model="mae_vit_facade_seed001", patch_size=16, dataset="facades",
+        img_size=_by_preset(preset, smoke=64, cpu=128, gpu=224),
+        augment={"crop_scale": (0.8, 1.0), "hflip": True, "rotation": 5.0, "color_jitter": 0.1},
+        split="hint",  # the source's 302 / 37 / 39 split
+        subset=_by_preset(preset, smoke=32, cpu=None, gpu=None),
+        batch_size=_by_preset(preset, smoke=8, cpu=16, gpu=32), val_batch_size=64,
+        blr=4e-3,  # lr 5e-4 at batch 32
+        loss="combined",  # 0.6 masked MSE + 0.4 VGG19 perceptual (needs the VGG19 weights; else --loss mse)
+        train=TrainConfig(epochs=_by_preset(preset, smoke=1, cpu=60, gpu=400),
+                          warmup_epochs=_by_preset(preset, smoke=0, cpu=5, gpu=20), schedule="cosine",
+                          grad_clip=1.0, mask={"mask_mode": "block", "block_ratio": 0.5, "random_offset": True}))
+
+
+def paper_vit_base(preset: str) -> RunConfig:
+    """The paper's pre-training recipe: ViT-B/16 at 224 px, batch 4096, 800 epochs (needs --data-folder)."""
+    smoke = preset == "smoke"  # checks the pipeline on a few images; the recipe itself needs GPUs
+    return RunConfig(
+        name="paper_vit_base", model="mae_vit_base_patch16", model_kwargs={"norm_pix_loss": True},
+        img_size=224, patch_size=16, dataset="imagefolder",
+        augment={"crop_scale": (0.2, 1.0), "hflip": True},  # RandomResizedCrop(0.2, 1) + flip, as the paper
+        val_fraction=0.0,  # the paper validates by fine-tuning, not by a reconstruction loss
+        subset=64 if smoke else None,
+        batch_size=8 if smoke else 64,  # per GPU, as in facebookresearch/mae
+        global_batch=None if smoke else 4096,  # 64 x 8 GPUs x 8 accumulation steps, or 64 x 64 GPUs
+        blr=1.5e-4,  # lr 2.4e-3 at 4096
+        workers=2 if smoke else 10,
+        train=TrainConfig(epochs=1 if smoke else 800,  # 800 in the paper's main table; 1600 is better still
+                          warmup_epochs=0 if smoke else 40, schedule="cosine", weight_decay=0.05,
+                          betas=(0.9, 0.95), mask={"mask_ratio": 0.75}))
+
+
+CONFIGS: dict[str, Callable[[str], RunConfig]] = {
+    f.__name__: f for f in (tiny, lesson01_mlp_cats_dogs, lesson02_vit_faces, lesson04_facades_block,
+                            paper_vit_base)
+}
+
+
+def get_config(name: str, preset: str | None = None) -> RunConfig:
+    """The named configuration for ``preset`` (default: the preset in force, see :mod:`maelib.presets`)."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown configuration {name!r}; choose one of {sorted(CONFIGS)}")
+    preset = preset or current_preset()
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    return CONFIGS[name](preset)
+
+
+def describe() -> str:
+    """One line per configuration: its name and what it trains."""
+    return "\n".join(f"  {name:<24} {f.__doc__.splitlines()[0]}" for name, f in CONFIGS.items())
+
+
+# --------------------------------------------------------------------------- batch and learning rate
+def batch_plan(run: RunConfig, world_size: int) -> tuple[int, int]:
+    """``(accum_steps, global batch)`` for ``world_size`` processes."""
+    per_step = run.batch_size * world_size
+    if run.global_batch is None:
+        return run.train.accum_steps, per_step * run.train.accum_steps
+    if run.global_batch % per_step:
+        raise ValueError(f"global batch {run.global_batch} is not a multiple of batch {run.batch_size} x "
+                         f"{world_size} processes = {per_step}; change --batch-size or --global-batch")
+    return run.global_batch // per_step, run.global_batch
+
+
+def learning_rate(run: RunConfig, global_batch: int) -> float:
+    """``run.lr`` if given, else the paper's rule ``blr x global batch / 256``."""
+    return run.lr if run.lr is not None else run.blr * global_batch / 256
+
+
+# --------------------------------------------------------------------------- data, model, loss
+def _image_set(run: RunConfig, progress: bool) -> data.ImageSet:
+    size, kw = run.img_size, dict(run.data_kwargs)
+    if run.dataset in ("folder", "npy") and run.data_folder is None:
+        raise ValueError(f"dataset {run.dataset!r} needs a folder: pass --data-folder")
+    if run.dataset == "cats_dogs":
+        return data.cats_dogs(run.data_root, size, progress=progress, **kw)
+    if run.dataset == "faces":
+        return data.faces(run.data_root, size, progress=progress, **kw)
+    if run.dataset == "facades":
+        return data.facades(run.data_root, size, progress=progress, **kw)
+    if run.dataset == "folder":
+        return data.load_image_folder(run.data_folder, size, progress=progress, **kw)
+    return data.load_npy_folder(run.data_folder, size, **kw)
+
+
+def _split(images: data.ImageSet, run: RunConfig) -> tuple[data.ImageSet, data.ImageSet | None]:
+    if run.split == "hint":
+        parts = images.hint_indices()
+        if "train" not in parts or "val" not in parts:
+            raise ValueError(f"split='hint' needs train and val hints; this data set has {sorted(parts)}")
+        return images.subset(parts["train"]), images.subset(parts["val"])
+    by = images.labels.numpy() if images.labels is not None else len(images)
+    v, t = run.val_fraction, run.test_fraction
+    if t > 0:  # train / val / test; the test part is left alone
+        fractions = (1 - v - t, v, t) if v > 0 else (1 - t, t)
+        parts = data.split_indices(by, fractions, seed=run.train.seed)
+        return images.subset(parts[0]), images.subset(parts[1]) if v > 0 else None
+    if v == 0:
+        return images, None
+    train_idx, val_idx = data.split_indices(by, (1 - v, v), seed=run.train.seed)
+    return images.subset(train_idx), images.subset(val_idx)
+
+
+def _streamed_folder(run: RunConfig) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
+    """An ImageNet-style folder (one subfolder per class), decoded image by image in the loader."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    if run.data_folder is None:
+        raise ValueError("dataset 'imagefolder' needs a folder of class subfolders: pass --data-folder")
+    to_float = v2.ToDtype(torch.float32, scale=True)
+    augment = data.train_transforms(run.img_size, **run.augment) if run.augment is not None \
+        else data.eval_transforms(run.img_size)
+    # decode to a uint8 tensor, crop and flip it (cheaper than in float), then scale to [0, 1]
+    train_set: Dataset = ImageFolder(run.data_folder, transform=v2.Compose([v2.ToImage(), augment, to_float]))
+    val_set: Dataset | None = None
+    if run.val_fraction > 0:
+        evaluation = ImageFolder(run.data_folder, transform=v2.Compose(
+            [v2.ToImage(), data.eval_transforms(run.img_size), to_float]))
+        train_idx, val_idx = data.split_indices(len(train_set), (1 - run.val_fraction, run.val_fraction),
+                                                seed=run.train.seed)
+        train_set, val_set = Subset(train_set, train_idx.tolist()), Subset(evaluation, val_idx.tolist())
+    if run.subset is not None:
+        train_set = Subset(train_set, range(min(run.subset, len(train_set))))
+    if run.pixel_stats:
+        raise ValueError("pixel_stats needs the images in memory; not available with dataset 'imagefolder'")
+    return train_set, val_set, {"in_chans": 3}
+
+
+def load_data(run: RunConfig, progress: bool = True) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
+    """``(train_set, val_set or None, what the model needs to know about the data)``.
+
+    The sets are torch Datasets of float images in [0, 1]; the training images are augmented with
+    ``run.augment``, validation images are not. The third item holds ``in_chans`` and, with
+    ``run.pixel_stats``, ``pixel_mean`` / ``pixel_std`` of the training images: pass it to
+    :func:`build_model`.
+    """
+    if run.dataset == "imagefolder":
+        return _streamed_folder(run)
+    images = _image_set(run, progress)
+    train_images, val_images = _split(images, run)
+    for_model: dict[str, Any] = {"in_chans": images.images.shape[1]}
+    if run.pixel_stats:  # as lesson 01: per channel, over the whole training split, in [0, 1]
+        pixels = train_images.images.float() / 255
+        for_model.update(pixel_mean=pixels.mean(dim=(0, 2, 3)).tolist(), pixel_std=pixels.std(dim=(0, 2, 3)).tolist())
+    if run.subset is not None:
+        train_images = train_images.subset(range(min(run.subset, len(train_images))))
+    augment = data.train_transforms(run.img_size, **run.augment) if run.augment is not None else None
+    val_set = val_images.dataset() if val_images is not None else None
+    return train_images.dataset(augment), val_set, for_model
+
+
+def build_model(run: RunConfig, **from_data: Any) -> nn.Module:
+    """The configuration's model for images of ``run.img_size``; ``from_data`` is the third item of
+    :func:`load_data` (default: 3 channels)."""
+    sizes = {"img_size": run.img_size, "in_chans": 3, **from_data}
+    if run.patch_size is not None:
+        sizes["patch_size"] = run.patch_size
+    return create_model(run.model, **{**sizes, **run.model_kwargs})
+
+
+def check_loss(run: RunConfig) -> None:
+    """Raise ``FileNotFoundError`` now if ``run.loss`` needs weights that are not here."""
+    from .losses import vgg19_weights_available, vgg19_weights_path
+
+    if run.loss == "combined" and not vgg19_weights_available():
+        raise FileNotFoundError(f"loss 'combined' needs the VGG19 weights at {vgg19_weights_path()} (torchvision "
+                                "downloads them on first use when online); or train with --loss mse")
+
+
+def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "cpu") -> LossFn | None:
+    """``None`` for the model's own masked MSE, or a ``loss_fn(model, imgs)`` for :func:`fit`."""
+    if run.loss == "mse":
+        return None
+    from .losses import CombinedLoss
+
+    check_loss(run)
+    criterion = CombinedLoss(model.patch_size, norm_pix=model.norm_pix_loss).to(device)
+    mask = dict(run.train.mask)
+
+    def combined(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
+        _, pred, masked = model(imgs, **mask)
+        return criterion(pred, imgs, masked)
+
+    return combined
+
+
+def replace(run: RunConfig, **changes: Any) -> RunConfig:
+    """A copy of ``run`` with ``changes``; keys that are not RunConfig fields go to ``run.train``
+    (``lr`` is the run's: the train config's ``lr`` is worked out from it when the run starts)."""
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    run_changes = {k: v for k, v in changes.items() if k in run_fields}
+    train_changes = {k: v for k, v in changes.items() if k not in run_fields}
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, **train_changes), **run_changes)
+
+
+def as_dict(run: RunConfig) -> dict[str, Any]:
+    """The configuration as plain data (for ``run.json`` and printing)."""
+    from .checkpoint import to_plain
+
+    return to_plain(run)
+
+
+__all__ = ["CONFIGS", "DATASETS", "LOSSES", "RunConfig", "as_dict", "batch_plan", "build_loss", "check_loss",
+           "build_model", "describe", "get_config", "learning_rate", "load_data", "replace"]

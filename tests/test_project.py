@@ -56,12 +56,12 @@ def test_repository_url_is_in_one_place_and_badges_follow_it(tmp_path):
     assert 'REPO = \\"https://github.com/me/mine\\"' in (fork / "notebooks" / first.name).read_text()
 
 
-def test_every_lesson_starts_with_colab_setup_then_prints_preset_and_device():
+def test_every_lessons_first_code_cell_sets_up_colab_then_prints_preset_and_device():
     for nb_path in course.lesson_paths():
-        cells = [c for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code"]
-        assert "google.colab" in "".join(cells[0]["source"]), nb_path.name
-        assert "setup(" in "".join(cells[1]["source"]), nb_path.name
-        printed = "".join("".join(o.get("text", "")) for o in cells[1].get("outputs", []))
+        first = next(c for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "code")
+        source = "".join(first["source"])
+        assert "google.colab" in source and "setup(" in source, nb_path.name
+        printed = "".join("".join(o.get("text", "")) for o in first.get("outputs", []))
         assert re.search(r"preset: (cpu|gpu) \| device: ", printed), f"{nb_path.name} was not rendered by a real run"
 
 

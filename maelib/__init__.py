@@ -11,6 +11,8 @@ Modules, one job each:
     pretrained  official and maelib weights, frozen blocks + new blocks
     viz       figures
     presets   smoke / cpu / gpu settings of the lessons
+    configs   named training configurations of `maelib train`
+    distributed  torchrun process groups (DDP)
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,11 @@
 """Helpers shared by several test files (pytest puts tests/ on sys.path: ``from helpers import ...``)."""
 
+import contextlib
+import socket
+import threading
+from functools import partial
+from http.server import ThreadingHTTPServer
+
 
 def fair_layout(embed_dim, depth, dec_dim, dec_depth, patch, chans, n, mlp_ratio=4):
     """Key names and shapes of facebookresearch/mae's MaskedAutoencoderViT state dict."""
@@ -23,3 +29,24 @@ def fair_layout(embed_dim, depth, dec_dim, dec_depth, patch, chans, n, mlp_ratio
     for i in range(dec_depth):
         layout.update(block(f"decoder_blocks.{i}", dec_dim))
     return layout
+
+
+@contextlib.contextmanager
+def serve_folder(folder, handler):
+    """Serve ``folder`` on 127.0.0.1 with ``handler`` (a SimpleHTTPRequestHandler subclass); yield the base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def closed_port_url(path=""):
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"

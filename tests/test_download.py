@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
 import tarfile
 import tempfile
-import threading
 import warnings
 import zipfile
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import closed_port_url as closed_port_url_on
+from helpers import serve_folder
 from PIL import Image
 
 from maelib.data import DownloadError, download_and_extract, facades, faces, read_manifest, sources
@@ -57,21 +56,14 @@ def server(tmp_path):
     """``(base_url, folder)``: files written into ``folder`` are served at ``base_url/<name>``."""
     folder = tmp_path / "served"
     folder.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(folder, Handler) as url:
+        yield url, folder
 
 
 @pytest.fixture
 def closed_port_url():
     """A URL on 127.0.0.1 where nothing listens (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/data.zip"
+    return closed_port_url_on("/data.zip")
 
 
 def make_zip(path: Path, files: dict[str, bytes]) -> str:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import socket
-import threading
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import fair_layout
+from helpers import closed_port_url, fair_layout, serve_folder
 from torch.utils.data import TensorDataset
 
 from maelib.checkpoint import save_checkpoint
@@ -85,19 +83,13 @@ def server(tmp_path):
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", folder=folder, hits=hits)
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(folder, Handler) as url:
+        yield SimpleNamespace(url=url, folder=folder, hits=hits)
 
 
 @pytest.fixture
 def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return closed_port_url()
 
 
 # --------------------------------------------------------------------------- the official list

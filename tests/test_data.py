@@ -21,6 +21,7 @@ from maelib.data import (
     ImageSet,
     ImageTensorDataset,
     NoImagesError,
+    PixelNormalizer,
     SkippedFilesWarning,
     cats_dogs,
     data_root,
@@ -432,6 +433,36 @@ def test_eval_transforms_are_deterministic_and_identity_at_size():
     y = torch.rand(3, 40, 48)
     t = eval_transforms(32)
     assert t(y).shape == (3, 32, 32) and torch.equal(t(y), t(y))
+
+
+def test_pixel_normalizer_fits_per_channel_and_round_trips():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (7, 3, 5, 6), dtype=torch.uint8, generator=g)
+    x = images.double() / 255
+    norm = PixelNormalizer.fit(images, batch_size=3)  # several chunks
+    assert norm.mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist())
+    assert norm.std == pytest.approx(x.std(dim=(0, 2, 3), correction=0).tolist())
+    assert PixelNormalizer.fit(x.float()).mean == pytest.approx(norm.mean, abs=1e-6)  # floats: no /255
+    z = norm(x.float())  # a batch: each channel now has mean 0 and std 1
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(z.std(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-5)
+    assert torch.allclose(norm(x[0].float()), z[0])  # one image (C, H, W) the same way
+    assert torch.allclose(norm.denormalize(z), x.float(), atol=1e-6)
+    again = PixelNormalizer(**{"mean": list(norm.mean), "std": list(norm.std)})  # as stored in a checkpoint
+    assert again == norm and isinstance(again.mean, tuple)
+    ds = ImageTensorDataset(images, transform=norm)  # usable as a data set transform
+    assert torch.allclose(ds[0], z[0], atol=1e-6)
+
+
+def test_pixel_normalizer_rejects_bad_input():
+    with pytest.raises(ValueError, match="std must be positive"):
+        PixelNormalizer((0.5,), (0.0,))
+    with pytest.raises(ValueError, match="one value per channel"):
+        PixelNormalizer((0.5, 0.5), (0.2,))
+    with pytest.raises(ValueError, match=r"expected images \(\.\.\., 3, H, W\)"):
+        PixelNormalizer((0.5,) * 3, (0.2,) * 3)(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="non-empty"):
+        PixelNormalizer.fit(torch.zeros(0, 3, 4, 4))
 
 
 def test_dataset_with_train_transform_from_a_folder(tmp_path):

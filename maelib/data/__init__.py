@@ -11,7 +11,7 @@ Modules, one job each:
     manifest       ``MANIFEST.tsv``: sha256, size and split hint per file
     splits         deterministic, seedable train/val/test splits (scikit-learn)
     torch_dataset  a torch ``Dataset`` over a uint8 tensor, serving floats in [0, 1]
-    transforms     train / eval augmentation with torchvision.transforms.v2
+    transforms     train / eval augmentation with torchvision.transforms.v2; PixelNormalizer
 """
 
 from .datasets import FACADES_SPLIT, FACES_VARIANTS, cats_dogs, facades, faces
@@ -23,7 +23,7 @@ from .manifest import read_manifest
 from .root import cache_dir, data_root
 from .splits import hint_indices, split_counts, split_indices
 from .torch_dataset import ImageTensorDataset
-from .transforms import eval_transforms, train_transforms
+from .transforms import PixelNormalizer, eval_transforms, train_transforms
 
 __all__ = [
     "FACADES_SPLIT",
@@ -32,6 +32,7 @@ __all__ = [
     "ImageSet",
     "ImageTensorDataset",
     "NoImagesError",
+    "PixelNormalizer",
     "SkippedFilesWarning",
     "cache_dir",
     "cats_dogs",

@@ -24,9 +24,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        # one matmul for queries, keys and values; split heads: (3, B, heads, N, D/heads)
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        # one matmul for queries, keys and values; split heads: 3 x (B, heads, N, D/heads)
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
+        # (unbinding dim 2 before the transpose lets backward stack the three gradients straight into
+        # qkv's layout: one copy fewer than permuting (3, B, heads, N, D/heads) to the front)
+        q, k, v = [t.transpose(1, 2) for t in qkv.unbind(2)]
         x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 

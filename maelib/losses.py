@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,9 @@ from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from .patches import patchify, unpatchify
+
+if TYPE_CHECKING:
+    from .data import PixelNormalizer
 
 
 def normalize_patches(target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -256,17 +260,21 @@ def _prediction_images(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tenso
 
 def combined_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor, *, patch_size: int,
                   perceptual: nn.Module | None, mse_weight: float = 0.6, perceptual_weight: float = 0.4,
-                  norm_pix: bool = False, paste_visible: bool = False, return_parts: bool = False):
+                  norm_pix: bool = False, paste_visible: bool = False, normalizer: PixelNormalizer | None = None,
+                  return_parts: bool = False):
     """``mse_weight * masked_mse + perceptual_weight * perceptual(reconstruction, imgs)``.
 
     Args:
         pred: ``(B, N, p*p*C)`` predicted patches.
-        imgs: ``(B, C, H, W)`` original images in [0, 1].
+        imgs: ``(B, C, H, W)`` original images in [0, 1] (normalised by ``normalizer`` if given).
         mask: ``(B, N)``, 1 = masked.
         perceptual: e.g. a :class:`VGGPerceptualLoss`; may be ``None`` when ``perceptual_weight`` is 0.
         norm_pix: the MSE uses normalised target patches; the perceptual term un-normalises ``pred``.
         paste_visible: the perceptual term sees the true visible patches instead of the predicted
             ones, so it judges only what the model had to invent (and how well it fits in).
+        normalizer: the :class:`~maelib.data.PixelNormalizer` the model's inputs (and so its
+            targets) were standardised with; the MSE stays in those units, while the perceptual
+            network is given both images mapped back to pixels, the only inputs it was trained on.
         return_parts: also return ``{"mse": ..., "perceptual": ...}`` (unweighted, for logging).
 
     Returns the scalar loss, or ``(loss, parts)`` with ``return_parts``.
@@ -279,6 +287,8 @@ def combined_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor, *,
     else:
         recon = _prediction_images(pred, imgs, mask, patch_size,
                                    norm_pix=norm_pix, paste_visible=paste_visible)
+        if normalizer is not None:
+            recon, imgs = normalizer.denormalize(recon), normalizer.denormalize(imgs)
         perc = perceptual(recon, imgs)
     loss = mse_weight * mse + perceptual_weight * perc
     return (loss, {"mse": mse.detach(), "perceptual": perc.detach()}) if return_parts else loss
@@ -292,7 +302,8 @@ class CombinedLoss(nn.Module):
     """
 
     def __init__(self, patch_size: int, *, mse_weight: float = 0.6, perceptual_weight: float = 0.4,
-                 perceptual: nn.Module | None = None, norm_pix: bool = False, paste_visible: bool = False):
+                 perceptual: nn.Module | None = None, norm_pix: bool = False, paste_visible: bool = False,
+                 normalizer: PixelNormalizer | None = None):
         super().__init__()
         if perceptual is None and perceptual_weight != 0:
             perceptual = VGGPerceptualLoss()
@@ -302,6 +313,7 @@ class CombinedLoss(nn.Module):
         self.perceptual = perceptual
         self.norm_pix = norm_pix
         self.paste_visible = paste_visible
+        self.normalizer = normalizer
 
     def forward(self, pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor, *,
                 return_parts: bool = False):
@@ -309,4 +321,4 @@ class CombinedLoss(nn.Module):
         return combined_loss(pred, imgs, mask, patch_size=self.patch_size, perceptual=self.perceptual,
                              mse_weight=self.mse_weight, perceptual_weight=self.perceptual_weight,
                              norm_pix=self.norm_pix, paste_visible=self.paste_visible,
-                             return_parts=return_parts)
+                             normalizer=self.normalizer, return_parts=return_parts)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from maelib.data import PixelNormalizer
 from maelib.losses import (
     VGG19_LAYERS,
     VGG19_WEIGHTS,
@@ -202,6 +203,19 @@ def test_combined_loss_norm_pix_unnormalises_for_perceptual(perceptual):
                                 norm_pix=True, return_parts=True)
     assert parts["mse"].item() == 0.0
     assert parts["perceptual"].item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_combined_loss_with_normalizer_gives_vgg_pixels(perceptual):
+    imgs, pred, mask = _batch()
+    norm = PixelNormalizer((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))
+    z, zpred = norm(imgs), patchify(norm(unpatchify(pred, 4)), 4)  # the model's world: normalised images
+    loss, parts = combined_loss(zpred, z, mask, patch_size=4, perceptual=perceptual, normalizer=norm,
+                                return_parts=True)
+    assert parts["mse"].item() == pytest.approx(masked_mse(zpred, patchify(z, 4), mask).item(), rel=1e-6)
+    # the perceptual term sees the same pixels as without normalisation
+    assert parts["perceptual"].item() == pytest.approx(perceptual(unpatchify(pred, 4), imgs).item(), rel=1e-4)
+    module = CombinedLoss(4, perceptual=perceptual, normalizer=norm)
+    assert module(zpred, z, mask).item() == pytest.approx(loss.item(), rel=1e-6)
 
 
 def test_combined_loss_without_perceptual_term():

@@ -19,8 +19,11 @@ Timing: full training steps (zero_grad, forward, backward, AdamW step), interlea
 (A B C D, then B C D A, ...) after warm-up, so that a change in the machine's load hits every model
 alike. A 2048x2048 fp32 matmul takes a turn in every round too: the machine's throughput *right now*,
 which every model's achieved FLOP/s is divided by (MFU). Each step also records how busy the rest of the
-machine was (``/proc/stat`` busy time minus this process's CPU time, and the hypervisor's steal time);
-results measured while other processes used more than 10% of the CPUs are flagged NOISY.
+machine was (``/proc/stat`` busy time minus this process's CPU time, and the hypervisor's steal time) and
+how much CPU time this process got; results are flagged NOISY when other processes took more than the CPUs
+this run leaves idle (+10%) or our threads got less than 90% of their CPU time. On a busy machine, run with
+``--threads 1``: several OpenMP threads wait for each other at every op when one of them is descheduled.
+Per step, this process's CPU time is recorded too (img/CPU-s), which the other processes barely affect.
 
 Usage::
 
@@ -38,6 +41,7 @@ import copy
 import datetime
 import json
 import math
+import operator
 import os
 import platform
 import statistics
@@ -54,7 +58,7 @@ from maelib.data import ImageTensorDataset, train_transforms
 from maelib.models import MaskedAutoencoderViT, create_model
 from maelib.train import cpu_has_native_bf16, make_loader, param_groups
 
-BUSY_THRESHOLD = 0.10  # other processes using more than this fraction of all CPUs -> NOISY
+BUSY_THRESHOLD = 0.10  # other processes taking more than this fraction of the CPUs we use -> NOISY
 LOSS_TOL = {"fp32": 1e-3, "bf16": 3e-2}  # relative difference of the final loss to maelib fp32
 
 
@@ -138,27 +142,58 @@ def hf_model(c: Bench, maelib: MaskedAutoencoderViT) -> nn.Module:
                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, norm_pix_loss=False,
                           attn_implementation="sdpa")
     model = ViTMAEForPreTraining(config)
-    sd = maelib.state_dict()
-    new = {"vit.embeddings.cls_token": sd["cls_token"], "vit.embeddings.position_embeddings": sd["pos_embed"],
-           "vit.embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
-           "vit.embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
-           "vit.layernorm.weight": sd["norm.weight"], "vit.layernorm.bias": sd["norm.bias"]}
-    for name in ("mask_token", "decoder_pos_embed", "decoder_embed.weight", "decoder_embed.bias",
-                 "decoder_norm.weight", "decoder_norm.bias", "decoder_pred.weight", "decoder_pred.bias"):
-        new[f"decoder.{name}"] = sd[name]
-    names = {"attn.proj": "attention.o_proj", "norm1": "layernorm_before", "norm2": "layernorm_after",
-             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-    for src, dst, depth in (("blocks", "vit.layers", c.depth),
-                            ("decoder_blocks", "decoder.decoder_layers", c.dec_depth)):
-        for i in range(depth):
-            for kind in ("weight", "bias"):
-                # fused qkv = [q; k; v] along the output features, heads contiguous within each
-                q, k, v = sd[f"{src}.{i}.attn.qkv.{kind}"].chunk(3)
-                new |= {f"{dst}.{i}.attention.q_proj.{kind}": q, f"{dst}.{i}.attention.k_proj.{kind}": k,
-                        f"{dst}.{i}.attention.v_proj.{kind}": v}
-                new |= {f"{dst}.{i}.{theirs}.{kind}": sd[f"{src}.{i}.{ours}.{kind}"] for ours, theirs in names.items()}
-    model.load_state_dict(new, strict=True)
+    copy_weights_to_hf(maelib, model)
     return model
+
+
+def _first(obj: object, *paths: str):
+    """The first of these attribute paths that exists (transformers 5.x renamed ViTMAE's submodules)."""
+    for path in paths:
+        with contextlib.suppress(AttributeError):
+            return operator.attrgetter(path)(obj)
+    raise AttributeError(f"{type(obj).__name__} has none of {paths}")
+
+
+@torch.no_grad()
+def copy_weights_to_hf(maelib: MaskedAutoencoderViT, hf: nn.Module) -> None:
+    """Give HF's ViTMAE maelib's weights, module by module; every HF parameter must get written."""
+    written: set[int] = set()
+
+    def put(dst: torch.Tensor, src: torch.Tensor) -> None:
+        dst.copy_(src)
+        written.add(id(dst))
+
+    def same(dst: nn.Module, src: nn.Module) -> None:  # Linear, Conv2d, LayerNorm: weight and bias
+        put(dst.weight, src.weight)
+        put(dst.bias, src.bias)
+
+    emb, dec = hf.vit.embeddings, hf.decoder
+    put(emb.cls_token, maelib.cls_token)
+    put(emb.position_embeddings, maelib.pos_embed)
+    same(emb.patch_embeddings.projection, maelib.patch_embed.proj)
+    same(hf.vit.layernorm, maelib.norm)
+    put(dec.mask_token, maelib.mask_token)
+    put(dec.decoder_pos_embed, maelib.decoder_pos_embed)
+    for dst, src in ((dec.decoder_embed, maelib.decoder_embed), (dec.decoder_norm, maelib.decoder_norm),
+                     (dec.decoder_pred, maelib.decoder_pred)):
+        same(dst, src)
+    hf_layers = list(_first(hf.vit, "layers", "encoder.layer")) + list(dec.decoder_layers)
+    for theirs, ours in zip(hf_layers, list(maelib.blocks) + list(maelib.decoder_blocks), strict=True):
+        att = theirs.attention
+        # fused qkv = [q; k; v] along the output features, heads contiguous within each
+        qkv = [_first(att, f"{new}_proj", f"attention.{old}") for new, old in (("q", "query"), ("k", "key"),
+                                                                               ("v", "value"))]
+        for lin, w, b in zip(qkv, ours.attn.qkv.weight.chunk(3), ours.attn.qkv.bias.chunk(3), strict=True):
+            put(lin.weight, w)
+            put(lin.bias, b)
+        same(_first(att, "o_proj", "output.dense"), ours.attn.proj)
+        same(theirs.layernorm_before, ours.norm1)
+        same(theirs.layernorm_after, ours.norm2)
+        same(_first(theirs, "mlp.fc1", "intermediate.dense"), ours.mlp.fc1)
+        same(_first(theirs, "mlp.fc2", "output.dense"), ours.mlp.fc2)
+    missed = [name for name, p in hf.named_parameters() if id(p) not in written]
+    if missed:
+        raise RuntimeError(f"HF parameters without a maelib counterpart: {missed}")
 
 
 class TorchMAE(nn.Module):
@@ -250,28 +285,47 @@ class CpuMeter:
                 "cpu_s": total}
 
 
+def is_noisy(others: float, steal: float, cpu_per_wall: float) -> bool:
+    """Did other processes (or the hypervisor) take CPU time that this process's threads wanted?
+
+    With ``t`` threads on ``c`` CPUs, other processes may use the ``(c - t) / c`` we leave idle; beyond
+    that (plus 10% of the CPUs), or if our threads got less than 90% of their CPU time, a result is NOISY.
+    """
+    cpus, threads = os.cpu_count() or 1, torch.get_num_threads()
+    spare = max(0.0, (cpus - threads) / cpus)
+    return others + steal > spare + BUSY_THRESHOLD or cpu_per_wall < 0.9 * min(threads, cpus)
+
+
 def load_summary(deltas: list[dict[str, float]]) -> dict[str, float]:
     """How busy the rest of the machine was over these measurements (time-weighted)."""
     total = sum(d["cpu_s"] for d in deltas)
     if not deltas or total <= 0:
-        return {"others": math.nan, "steal": math.nan, "noisy_steps": math.nan, "cpu_per_wall": math.nan}
+        return {"others": math.nan, "steal": math.nan, "noisy_steps": math.nan, "cpu_per_wall": math.nan,
+                "noisy": False}
     others = sum(d["others"] * d["cpu_s"] for d in deltas) / total
     steal = sum(d["steal"] * d["cpu_s"] for d in deltas) / total
-    noisy = sum(d["others"] + d["steal"] > BUSY_THRESHOLD for d in deltas) / len(deltas)
     cpu_per_wall = sum(d["own_cpu"] for d in deltas) / sum(d["wall"] for d in deltas)
-    return {"others": others, "steal": steal, "noisy_steps": noisy, "cpu_per_wall": cpu_per_wall}
+    noisy_steps = statistics.fmean(is_noisy(d["others"], d["steal"], d["own_cpu"] / d["wall"]) for d in deltas)
+    return {"others": others, "steal": steal, "noisy_steps": noisy_steps, "cpu_per_wall": cpu_per_wall,
+            "noisy": is_noisy(others, steal, cpu_per_wall)}
 
 
-def matmul_gflops(n: int, device: torch.device, dtype: torch.dtype = torch.float32, reps: int = 1) -> list[float]:
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    out = []
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        out.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return out
+class MatmulProbe:
+    """One ``n x n`` matmul, timed: what the machine's matmul does right now (GFLOP/s, GFLOP per CPU-s)."""
+
+    def __init__(self, n: int, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.n, self.device, self.meter = n, device, CpuMeter()
+        self.a, self.b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        self.a @ self.b  # warm-up
+
+    def measure(self) -> tuple[float, float, dict[str, float]]:
+        sync(self.device)
+        start = self.meter.snap()
+        self.a @ self.b
+        sync(self.device)
+        d = self.meter.delta(start, self.meter.snap())
+        flops = 2 * self.n**3 / 1e9
+        return flops / d["wall"], flops / max(d["own_cpu"], 1e-9), d
 
 
 def sync(device: torch.device) -> None:
@@ -429,7 +483,7 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
     # the same images and masks for every model, step by step
     pool = structured_images(4 * batch, c.img, args.seed).float().div(255).to(device)
     load_avg = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
-    matmul, matmul_cpu, matmul_loads = [], [], []
+    probe, matmul, matmul_cpu, matmul_loads = MatmulProbe(args.matmul_size, device), [], [], []
     order = list(range(len(runners) + 1))  # the last one is the matmul probe
     for r in range(warmup + steps):
         start = (r * batch) % len(pool)
@@ -438,12 +492,10 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
         rotated = order[r % len(order):] + order[:r % len(order)]
         for i in rotated:
             if i == len(runners):  # the matmul probe
-                a = meter.snap()
-                gf = matmul_gflops(args.matmul_size, device)[0]
+                gf, gf_cpu, d = probe.measure()
                 if r >= warmup:
-                    d = meter.delta(a, meter.snap())
                     matmul.append(gf)
-                    matmul_cpu.append(2 * args.matmul_size**3 / max(d["own_cpu"], 1e-9) / 1e9)
+                    matmul_cpu.append(gf_cpu)
                     matmul_loads.append(d)
                 continue
             runner = runners[i]
@@ -508,7 +560,7 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
         }
     all_loads = [d for runner in runners for d in runner.loads] + matmul_loads
     load = load_summary(all_loads)
-    noisy = not math.isnan(load["others"]) and load["others"] + load["steal"] > BUSY_THRESHOLD
+    noisy = load["noisy"]
 
     print(f"  {'model':<16}{'img/s':>9}{'IQR':>15}{'best':>9}{'vs HF':>7}{'GFLOP/s':>9}{'MFU':>6}"
           f"{'img/CPU-s':>10}{'vs HF':>7}{'MFU':>6}{'mem MiB':>10}{'loss 0':>9}{'loss end':>10}{'diff':>8}  others")
@@ -530,7 +582,7 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
     print(f"  (mem MiB: {'the allocator peak in a step' if device.type == 'cuda' else cpu_memory})")
     print(f"  load: loadavg {' -> '.join(f'{x:.1f}' for x in load_avg)}; other processes used "
           f"{load['others']:.0%} of the CPUs during timed steps (steal {load['steal']:.0%}; "
-          f"{load['noisy_steps']:.0%} of steps above {BUSY_THRESHOLD:.0%}); this process "
+          f"{load['noisy_steps']:.0%} of steps noisy); this process "
           f"{load['cpu_per_wall']:.2f} CPU-s per s on {torch.get_num_threads()} threads"
           + ("  -> NOISY" if noisy else "  -> quiet"))
     step0 = max(m["step0_rel_diff"] for m in models.values() if m["precision"] == "fp32")
@@ -686,13 +738,15 @@ def main(argv: list[str] | None = None) -> int:
                  "arithmetic); measured anyway"))
 
     # The machine's peak: the best of several large fp32 matmuls (and bf16, to show what emulation costs).
-    matmul_gflops(args.matmul_size, device, reps=1)
-    a = CpuMeter().snap()
-    fp32 = matmul_gflops(args.matmul_size, device, reps=5)
-    d = CpuMeter().delta(a, CpuMeter().snap())
+    probe = MatmulProbe(args.matmul_size, device)
+    runs = [probe.measure() for _ in range(5)]
+    fp32 = [gf for gf, _, _ in runs]
+    d = {"others": statistics.fmean(x["others"] for _, _, x in runs)}
     native_bf16 = cpu_has_native_bf16() if device.type == "cpu" else torch.cuda.is_bf16_supported()
     bf16_size = args.matmul_size if native_bf16 else 512  # emulated bf16 matmuls are very slow
-    bf16 = matmul_gflops(bf16_size, device, torch.bfloat16, reps=3)
+    probe16 = MatmulProbe(bf16_size, device, torch.bfloat16)
+    bf16 = [probe16.measure()[0] for _ in range(3)]
+    del probe, probe16
     args.peak_gflops = max(fp32)
     print(f"matmul {args.matmul_size}x{args.matmul_size}: fp32 best {max(fp32):.1f}, "
           f"median {statistics.median(fp32):.1f} GFLOP/s; bf16 ({bf16_size}x{bf16_size}) best {max(bf16):.1f} "

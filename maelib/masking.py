@@ -51,6 +51,12 @@ class Mask:
     def to(self, device: torch.device | str) -> Mask:
         return Mask(self.ids_keep.to(device), self.ids_restore.to(device), self.mask.to(device))
 
+    def __getitem__(self, index: int | slice | torch.Tensor) -> Mask:
+        """The masks of some samples, e.g. ``mask[:64]`` for the first 64 images of a batch."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Mask(self.ids_keep[index], self.ids_restore[index], self.mask[index])
+
 
 def keep_visible(x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
     """Select the visible tokens: ``(B, N, D)`` -> ``(B, N_visible, D)``."""

@@ -4,6 +4,7 @@ import pytest
 import torch
 from helpers import fair_layout
 
+from maelib.data import PixelNormalizer
 from maelib.masking import random_masking
 from maelib.models import (
     MAEClassifier,
@@ -110,6 +111,24 @@ def test_given_mask_or_generator_makes_forward_reproducible():
     a = model(imgs, generator=torch.Generator().manual_seed(5))
     b = model(imgs, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+def test_reconstruct_is_the_unpatchified_prediction_in_batches_and_in_pixels():
+    torch.manual_seed(0)
+    model = tiny_vit()  # in training mode: reconstruct must switch to eval and back
+    imgs = torch.rand(5, 3, 32, 32)
+    mask = random_masking(5, model.grid_size, 0.75, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.unpatchify(model.eval()(imgs, mask=mask)[1])
+    model.train()
+    got = model.reconstruct(imgs, mask, batch_size=2)  # batches of 2, 2 and 1
+    assert model.training and got.shape == (5, 3, 32, 32)
+    assert torch.allclose(got, expected, atol=1e-6)
+    norm = PixelNormalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    with torch.no_grad():
+        in_pixels = norm.denormalize(model.eval().unpatchify(model(norm(imgs), mask=mask)[1]))
+    assert torch.allclose(model.reconstruct(imgs, mask, normalizer=norm), in_pixels, atol=1e-6)
+    assert torch.equal(mask[1:3].mask, mask.mask[1:3]) and torch.equal(mask[4].ids_keep, mask.ids_keep[4:])
 
 
 def test_norm_pix_loss_changes_the_target():

@@ -7,12 +7,17 @@ return value of facebookresearch/mae -- lives here once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ..losses import masked_mse
 from ..masking import Mask, make_mask
 from ..patches import check_patch_size, patchify, unpatchify
+
+if TYPE_CHECKING:
+    from ..data import PixelNormalizer
 
 
 def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -51,6 +56,29 @@ class MaskedAutoencoder(nn.Module):
     def predict(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
         """Images ``(B, C, H, W)`` and a mask -> predicted patches ``(B, N, p*p*C)``."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, imgs: torch.Tensor, mask: Mask, *, normalizer: PixelNormalizer | None = None,
+                    batch_size: int = 64) -> torch.Tensor:
+        """The images ``(B, C, H, W)`` the model paints for ``imgs`` under ``mask``, ``batch_size`` at a time.
+
+        ``imgs`` are pixels in [0, 1]; with ``normalizer`` (the :class:`~maelib.data.PixelNormalizer`
+        the model was trained with) the model is given normalised images and its output is mapped
+        back to pixels. This is the raw output: every patch, visible ones included, is the model's
+        (``maelib.metrics.paste_back`` puts the visible pixels back). Runs in eval mode on the
+        model's device; returns float32 on ``imgs``' device.
+        """
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = []
+        for start in range(0, len(imgs), batch_size):
+            x = imgs[start:start + batch_size].to(device)
+            pred = self.predict(x if normalizer is None else normalizer(x), mask[start:start + batch_size].to(device))
+            y = self.unpatchify(pred).float()
+            out.append((y if normalizer is None else normalizer.denormalize(y)).to(imgs.device))
+        self.train(was_training)
+        return torch.cat(out)
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """MSE on the masked patches; with ``norm_pix_loss`` against per-patch normalised pixels."""

@@ -34,7 +34,7 @@ configurations:
 
 MASK_ARGS = ("mask_ratio", "block_ratio", "random_ratio", "flipped", "random_offset", "horizontal_random_offset")
 RUN_ARGS = ("model", "dataset", "data_root", "data_folder", "img_size", "patch_size", "subset", "val_fraction",
-            "test_fraction", "workers", "batch_size", "global_batch", "blr", "lr", "loss")
+            "test_fraction", "workers", "batch_size", "global_batch", "blr", "lr", "loss", "normalize_inputs")
 TRAIN_ARGS = ("epochs", "warmup_epochs", "weight_decay", "schedule", "grad_clip", "amp", "seed", "accum_steps",
               "log_every")
 
@@ -80,6 +80,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--test-fraction", type=float, metavar="F",
                    help="share of the images held out as a test set, never trained or validated on")
     d.add_argument("--no-augment", action="store_true", help="no random crops, flips or jitter")
+    d.add_argument("--normalize-inputs", action=argparse.BooleanOptionalAction, default=None,
+                   help="standardise images with the training images' per-channel mean and std (written to "
+                        "run.json), as lessons 02, 04 and 05 do")
     d.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes per training process")
 
     m = p.add_argument_group("masking")
@@ -202,8 +205,8 @@ def train(args: argparse.Namespace):
 
         torch.manual_seed(run.train.seed)  # the same initial weights everywhere (DDP also copies rank 0's)
         with distributed.main_first():  # rank 0 of each node downloads and decodes first, the others reuse it
-            train_set, val_set, from_data = configs.load_data(run, progress=main) if not args.dry_run \
-                else (None, None, {})
+            train_set, val_set, from_data, normalizer = configs.load_data(run, progress=main) \
+                if not args.dry_run else (None, None, {}, None)
         model = configs.build_model(run, **from_data)
         channels = model.in_chans
         try:  # a mask that does not fit the model's patch grid fails now, not after the data is loaded
@@ -224,6 +227,10 @@ def train(args: argparse.Namespace):
              f"  data    {run.dataset}" + (f": {len(train_set)} training images, "
                                            f"{len(val_set) if val_set is not None else 0} validation images"
                                            if train_set is not None else ""),
+             "  inputs  " + ("pixels in [0, 1]" if not run.normalize_inputs else
+                              "standardised per channel with the training images' mean and std" +
+                              (f" {[round(m, 3) for m in normalizer.mean]}, {[round(v, 3) for v in normalizer.std]}"
+                               if normalizer is not None else "")),
              f"  mask    {run.train.mask}",
              f"  batch   {run.batch_size} per process x {world} process{'es' if world > 1 else ''} x {accum} "
              f"accumulation step{'s' if accum > 1 else ''} = {global_batch} images per optimizer step",
@@ -233,7 +240,7 @@ def train(args: argparse.Namespace):
         if args.dry_run:
             return model, {}
 
-        loss_fn = configs.build_loss(run, model, device)
+        loss_fn = configs.build_loss(run, model, device, normalizer)
         train_loader = make_loader(train_set, run.batch_size, shuffle=True, seed=run.train.seed,
                                    num_workers=run.workers, distributed=True)
         val_loader = make_loader(val_set, run.val_batch_size, shuffle=False, num_workers=run.workers) \
@@ -248,6 +255,8 @@ def train(args: argparse.Namespace):
             out.mkdir(parents=True, exist_ok=True)
             record = {"config": configs.as_dict(run), "argv": sys.argv, "world_size": world, "accum_steps": accum,
                       "global_batch": global_batch, "lr": lr, "device": str(device)}
+            if normalizer is not None:  # the model sees (image - mean) / std: keep the numbers to undo it
+                record["normalizer"] = {"mean": list(normalizer.mean), "std": list(normalizer.std)}
             (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
         logger = TensorBoardLogger(out / "tensorboard") if args.tensorboard and main else None
         try:

@@ -1,7 +1,7 @@
 """Named training runs for ``maelib train``: a lesson's model, data, mask and schedule, by name.
 
     run = get_config("lesson01_mlp_cats_dogs", preset="cpu")
-    train_set, val_set, from_data = load_data(run)   # from_data: channels (and pixel statistics)
+    train_set, val_set, from_data, normalizer = load_data(run)   # from_data: channels (and pixel statistics)
     model = build_model(run, **from_data)
 
 A configuration writes down, per preset (``smoke`` / ``cpu`` / ``gpu``), what a lesson's notebook
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
+from torchvision.transforms import v2
 
 from . import data
 from .models import MODEL_CONFIGS, create_model
@@ -77,6 +78,9 @@ class RunConfig:
         loss: ``"mse"`` (the model's masked MSE) or ``"combined"`` (0.6 MSE + 0.4 VGG19 perceptual).
         pixel_stats: give the model the per-channel mean and std of the training images
             (``pixel_mean`` / ``pixel_std``, for the MLP-MAE that standardises its inputs).
+        normalize_inputs: standardise every image with the training images' per-channel mean and
+            std (a :class:`~maelib.data.PixelNormalizer`, as lessons 02, 04 and 05 do); the numbers
+            are written to ``run.json`` so that outputs can be mapped back to pixels.
         workers: DataLoader worker processes per training process.
         train: the :class:`~maelib.train.TrainConfig` (epochs, schedule, mask, weight decay, ...);
             its ``lr`` and ``accum_steps`` are filled in when the run starts.
@@ -103,6 +107,7 @@ class RunConfig:
     lr: float | None = None
     loss: str = "mse"
     pixel_stats: bool = False
+    normalize_inputs: bool = False
     workers: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -157,8 +162,7 @@ def lesson01_mlp_cats_dogs(preset: str) -> RunConfig:
 def lesson02_vit_faces(preset: str) -> RunConfig:
     """Lesson 02: a small ViT-MAE on CelebA faces (64 px, patch 8; gpu: 256 px, patch 16), 75% random masking.
 
-    The notebook also standardises the inputs with the training faces' statistics; this
-    configuration trains on pixels in [0, 1].
+    Like the notebook, it standardises the inputs with the training faces' per-channel statistics.
     """
     big = preset == "gpu"  # the lesson's 256 px geometry: encoder 384 x 12, decoder 256 x 4
     return RunConfig(
@@ -166,12 +170,13 @@ def lesson02_vit_faces(preset: str) -> RunConfig:
         img_size=256 if big else 64, patch_size=16 if big else 8,
         model_kwargs=dict(embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_depth=4,
                           decoder_num_heads=8) if big else {},
-        augment={"crop_scale": (0.8, 1.0), "hflip": True},
+        augment={"crop_scale": None, "hflip": True},  # aligned faces: flips only, no crops
+        normalize_inputs=True,
         split="random", val_fraction=0.1, test_fraction=0.1,  # the lesson's 80 / 10 / 10 split
         subset=_by_preset(preset, smoke=256, cpu=None, gpu=None),
         batch_size=128 if big else 16, val_batch_size=250,
         blr=3e-3 if big else 2.4e-2,  # lr 1.5e-3 at batch 128 / 1.5e-3 at batch 16
-        train=TrainConfig(epochs=_by_preset(preset, smoke=1, cpu=40, gpu=100), schedule="onecycle",
+        train=TrainConfig(epochs=_by_preset(preset, smoke=1, cpu=70, gpu=100), schedule="onecycle",
                           weight_decay=0.05, mask={"mask_ratio": 0.75}, seed=0))
 
 
@@ -179,9 +184,9 @@ def lesson04_facades_block(preset: str) -> RunConfig:
     """Lesson 04's block-masked facade model: seed 001's ViT (gpu: 224 px, patch 16, 256 x 12 / 256 x 6) or
     the lesson's small cpu version (64 px, patch 8, 192 x 6 / 128 x 2), half the rows masked, MSE + perceptual.
 
-    The notebook also decodes the photos 1.5x larger for the random crops and standardises the
-    inputs with the training facades' statistics; this configuration crops from the model's size
-    and trains on pixels in [0, 1].
+    Like the notebook, it standardises the inputs with the training facades' statistics; the
+    notebook also decodes the photos 1.5x larger for the random crops, this configuration crops
+    from the model's size.
     """
     big = preset == "gpu"
     return RunConfig(
@@ -190,6 +195,7 @@ def lesson04_facades_block(preset: str) -> RunConfig:
         model_kwargs={} if big else dict(embed_dim=192, depth=6, num_heads=3, decoder_embed_dim=128,
                                          decoder_depth=2, decoder_num_heads=4),
         augment={"crop_scale": (0.4, 1.0), "hflip": True, "rotation": 5.0, "color_jitter": 0.1},
+        normalize_inputs=True,
         split="hint",  # the source's 302 / 37 / 39 split
         subset=_by_preset(preset, smoke=48, cpu=None, gpu=None),
         batch_size=32 if big else 16, val_batch_size=64,
@@ -293,7 +299,6 @@ def _split(images: data.ImageSet, run: RunConfig) -> tuple[data.ImageSet, data.I
 def _streamed_folder(run: RunConfig) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
     """An ImageNet-style folder (one subfolder per class), decoded image by image in the loader."""
     from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
 
     if run.data_folder is None:
         raise ValueError("dataset 'imagefolder' needs a folder of class subfolders: pass --data-folder")
@@ -311,18 +316,22 @@ def _streamed_folder(run: RunConfig) -> tuple[Dataset, Dataset | None, dict[str,
         train_set, val_set = Subset(train_set, train_idx.tolist()), Subset(evaluation, val_idx.tolist())
     if run.subset is not None:
         train_set = Subset(train_set, range(min(run.subset, len(train_set))))
-    if run.pixel_stats:
-        raise ValueError("pixel_stats needs the images in memory; not available with dataset 'imagefolder'")
-    return train_set, val_set, {"in_chans": 3}
+    if run.pixel_stats or run.normalize_inputs:
+        raise ValueError("pixel_stats and normalize_inputs need the images in memory; not available with dataset "
+                         "'imagefolder'")
+    return train_set, val_set, {"in_chans": 3}, None
 
 
-def load_data(run: RunConfig, progress: bool = True) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
-    """``(train_set, val_set or None, what the model needs to know about the data)``.
+def load_data(run: RunConfig, progress: bool = True
+              ) -> tuple[Dataset, Dataset | None, dict[str, Any], data.PixelNormalizer | None]:
+    """``(train_set, val_set or None, what the model needs to know about the data, normaliser or None)``.
 
     The sets are torch Datasets of float images in [0, 1]; the training images are augmented with
     ``run.augment``, validation images are not. The third item holds ``in_chans`` and, with
     ``run.pixel_stats``, ``pixel_mean`` / ``pixel_std`` of the training images: pass it to
-    :func:`build_model`.
+    :func:`build_model`. With ``run.normalize_inputs`` both sets give standardised images instead,
+    and the :class:`~maelib.data.PixelNormalizer` fitted on the training split is returned as a
+    fourth item (otherwise None).
     """
     if run.dataset == "imagefolder":
         return _streamed_folder(run)
@@ -332,11 +341,15 @@ def load_data(run: RunConfig, progress: bool = True) -> tuple[Dataset, Dataset |
     if run.pixel_stats:  # as lesson 01: per channel, over the whole training split, in [0, 1]
         pixels = train_images.images.float() / 255
         for_model.update(pixel_mean=pixels.mean(dim=(0, 2, 3)).tolist(), pixel_std=pixels.std(dim=(0, 2, 3)).tolist())
+    # fitted on the whole training split, like the pixel statistics and the lessons' normaliser
+    normalizer = data.PixelNormalizer.fit(train_images.images) if run.normalize_inputs else None
     if run.subset is not None:
         train_images = train_images.subset(range(min(run.subset, len(train_images))))
     augment = data.train_transforms(run.img_size, **run.augment) if run.augment is not None else None
-    val_set = val_images.dataset() if val_images is not None else None
-    return train_images.dataset(augment), val_set, for_model
+    if normalizer is not None:  # augment the image in [0, 1] first, then standardise it
+        augment = normalizer if augment is None else v2.Compose([augment, normalizer])
+    val_set = val_images.dataset(normalizer) if val_images is not None else None
+    return train_images.dataset(augment), val_set, for_model, normalizer
 
 
 def build_model(run: RunConfig, **from_data: Any) -> nn.Module:
@@ -357,14 +370,18 @@ def check_loss(run: RunConfig) -> None:
                                 "downloads them on first use when online); or train with --loss mse")
 
 
-def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "cpu") -> LossFn | None:
-    """``None`` for the model's own masked MSE, or a ``loss_fn(model, imgs)`` for :func:`fit`."""
+def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "cpu",
+               normalizer: data.PixelNormalizer | None = None) -> LossFn | None:
+    """``None`` for the model's own masked MSE, or a ``loss_fn(model, imgs)`` for :func:`fit`.
+
+    ``normalizer``: the one :func:`load_data` returned, if the images are standardised (the
+    perceptual network is then given pixels again)."""
     if run.loss == "mse":
         return None
     from .losses import CombinedLoss
 
     check_loss(run)
-    criterion = CombinedLoss(model.patch_size, norm_pix=model.norm_pix_loss).to(device)
+    criterion = CombinedLoss(model.patch_size, norm_pix=model.norm_pix_loss, normalizer=normalizer).to(device)
     mask = dict(run.train.mask)
 
     def combined(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:

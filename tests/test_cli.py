@@ -181,3 +181,22 @@ def test_combined_loss_trains_through_fit(tmp_path, npy_folder, monkeypatch):
     assert np.isfinite(history["train_loss"][0]) and np.isfinite(history["val_loss"][0])
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["config"]["loss"] == "combined"
+
+
+def test_normalize_inputs_standardises_with_the_training_images_statistics(tmp_path, npy_folder):
+    flags = [*TINY, "--data-folder", str(npy_folder), "--no-augment"]
+    plain = configs.load_data(resolve_run(args_for(*flags)), progress=False)
+    assert plain[3] is None  # the tiny configuration trains on pixels in [0, 1]
+    run = resolve_run(args_for(*flags, "--normalize-inputs"))
+    train_set, val_set, _, normalizer = configs.load_data(run, progress=False)
+    train_imgs = torch.stack([train_set[i] for i in range(len(train_set))])  # (24, 3, 16, 16), standardised
+    assert torch.allclose(train_imgs.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(train_imgs.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-5)
+    # validation images get the training images' numbers, and they map back to the original pixels
+    assert torch.allclose(normalizer.denormalize(val_set[0]), plain[1][0], atol=1e-6)
+    assert not torch.allclose(val_set[0], plain[1][0])
+
+    train(args_for(*flags, "--normalize-inputs", "--epochs", "1", "--out", str(tmp_path)))
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["config"]["normalize_inputs"] is True
+    assert record["normalizer"] == {"mean": list(normalizer.mean), "std": list(normalizer.std)}

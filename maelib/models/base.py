@@ -72,12 +72,14 @@ class MaskedAutoencoder(nn.Module):
         was_training = self.training
         self.eval()
         out = []
-        for start in range(0, len(imgs), batch_size):
-            x = imgs[start:start + batch_size].to(device)
-            pred = self.predict(x if normalizer is None else normalizer(x), mask[start:start + batch_size].to(device))
-            y = self.unpatchify(pred).float()
-            out.append((y if normalizer is None else normalizer.denormalize(y)).to(imgs.device))
-        self.train(was_training)
+        try:
+            for start in range(0, len(imgs), batch_size):
+                x, part = imgs[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
+                pred = self.predict(x if normalizer is None else normalizer(x), part)
+                y = self.unpatchify(pred).float()
+                out.append((y if normalizer is None else normalizer.denormalize(y)).to(imgs.device))
+        finally:  # a failure (a mask of the wrong size, say) does not leave a model in training stuck in eval mode
+            self.train(was_training)
         return torch.cat(out)
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

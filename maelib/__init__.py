@@ -4,7 +4,7 @@ Modules, one job each:
     patches   images <-> sequences of patches
     masking   which patches the encoder sees (random, block, square, combined, grid)
     models    MLP-MAE, ViT-MAE (facebookresearch/mae compatible), classifier
-    losses    masked MSE, VGG19 perceptual loss
+    losses    masked MSE, VGG19 perceptual loss, SSIM loss
     metrics   PSNR/SSIM on masked pixels, classical inpainting baselines
     data      datasets as uint8 tensors, downloads, splits, augmentation
     train     one fit loop with checkpoints and resume

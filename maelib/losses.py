@@ -6,7 +6,9 @@ asked to copy what it was shown.
 A pixel loss alone rewards blurry guesses (the average of all plausible patches). A *perceptual*
 loss compares images through the eyes of a network trained on ImageNet (VGG19): two images are
 close when they produce similar edges, textures and parts. :class:`CombinedLoss` mixes the two,
-``0.6 * masked MSE + 0.4 * perceptual`` by default.
+``0.6 * masked MSE + 0.4 * perceptual`` by default. :class:`SSIMLoss` (``1 - SSIM``) is a
+structural term that needs no weights at all; it takes the perceptual term's place in
+:class:`CombinedLoss` (``perceptual=SSIMLoss()``).
 
 The VGG19 weights (about 550 MB) come from torchvision's download server. Without a network
 they must be put into torch's cache by hand; :func:`vgg19_weights_available` tells a notebook
@@ -26,6 +28,7 @@ from torch import nn
 from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
+from .metrics import ssim
 from .patches import patchify, unpatchify
 
 if TYPE_CHECKING:
@@ -236,6 +239,30 @@ class VGGPerceptualLoss(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# A structural loss that needs no download
+# --------------------------------------------------------------------------------------------
+
+class SSIMLoss(nn.Module):
+    """``1 - SSIM(pred_imgs, target_imgs)``: 0 for identical images, up to 2.
+
+    SSIM compares local means, contrasts and correlations in 11x11 Gaussian windows (exactly
+    :func:`maelib.metrics.ssim`, the score the lessons report), so a flat fill where the target
+    has edges costs more than it does under a pixel MSE. It needs no pretrained network, which
+    makes it the structural term to use where the VGG19 weights cannot be had. Zhao et al. (2017,
+    "Loss Functions for Image Restoration with Neural Networks") found mixes of an SSIM-type and
+    a pixel loss better than L2 alone for restoration.
+
+    ``forward(pred_imgs, target_imgs)``: ``(B, C, H, W)`` in [0, 1], at least 11 pixels on each
+    side -> scalar; it has the perceptual loss's interface, so ``CombinedLoss(..., perceptual=SSIMLoss(),
+    paste_visible=True)`` gives ``mse_weight * masked MSE + perceptual_weight * (1 - SSIM of the
+    paste-back)``.
+    """
+
+    def forward(self, pred_imgs: torch.Tensor, target_imgs: torch.Tensor) -> torch.Tensor:
+        return 1 - ssim(pred_imgs, target_imgs)
+
+
+# --------------------------------------------------------------------------------------------
 # MSE + perceptual
 # --------------------------------------------------------------------------------------------
 
@@ -268,7 +295,9 @@ def combined_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor, *,
         pred: ``(B, N, p*p*C)`` predicted patches.
         imgs: ``(B, C, H, W)`` original images in [0, 1] (normalised by ``normalizer`` if given).
         mask: ``(B, N)``, 1 = masked.
-        perceptual: e.g. a :class:`VGGPerceptualLoss`; may be ``None`` when ``perceptual_weight`` is 0.
+        perceptual: a loss ``(pred_imgs, target_imgs) -> scalar`` on pixel images: a
+            :class:`VGGPerceptualLoss` or an :class:`SSIMLoss`; may be ``None`` when
+            ``perceptual_weight`` is 0.
         norm_pix: the MSE uses normalised target patches; the perceptual term un-normalises ``pred``.
         paste_visible: the perceptual term sees the true visible patches instead of the predicted
             ones, so it judges only what the model had to invent (and how well it fits in).

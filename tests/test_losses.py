@@ -15,6 +15,7 @@ from maelib.losses import (
     VGG19_LAYERS,
     VGG19_WEIGHTS,
     CombinedLoss,
+    SSIMLoss,
     VGGPerceptualLoss,
     VGGWeightsUnavailableError,
     combined_loss,
@@ -23,6 +24,7 @@ from maelib.losses import (
     vgg19_weights_available,
     vgg19_weights_path,
 )
+from maelib.metrics import ssim
 from maelib.patches import patchify, unpatchify
 
 # ---------------------------------------------------------------------------- masked MSE
@@ -226,3 +228,50 @@ def test_combined_loss_without_perceptual_term():
     assert mse_only(pred, imgs, mask).item() == pytest.approx(mse.item())
     with pytest.raises(ValueError, match="perceptual_weight"):
         combined_loss(pred, imgs, mask, patch_size=4, perceptual=None)
+
+
+# ---------------------------------------------------------------------------- SSIM loss
+
+
+def _windows(size: int = 32) -> torch.Tensor:
+    """``(2, 3, size, size)``: a wall of bright windows on a dark grid, the structure of a facade."""
+    row, col = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    wall = 0.3 + 0.4 * (((row % 8) < 4) & ((col % 6) < 3)).float()
+    return torch.stack([wall.expand(3, -1, -1), wall.flip(-1).expand(3, -1, -1)])
+
+
+def test_ssim_loss_is_one_minus_the_lessons_ssim():
+    imgs = _windows()
+    other = (imgs + 0.1 * torch.randn(imgs.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    loss = SSIMLoss()
+    assert loss(imgs, imgs).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(other, imgs).item() == pytest.approx(1 - ssim(other, imgs).item(), rel=1e-6)
+    assert loss(other, imgs).item() > 0.1
+
+
+def test_ssim_loss_prefers_structure_to_a_flat_fill_that_mse_rates_equal():
+    imgs = _windows()
+    band = torch.zeros(2, 1, 32, 32)
+    band[:, :, 8:24] = 1  # the hidden rows
+    flat = torch.where(band > 0, imgs[:, :, 8:24].mean(dim=(2, 3), keepdim=True).expand_as(imgs), imgs)
+    # the true band plus noise: exactly as much squared error as the flat fill, but the structure is kept
+    error = ((flat - imgs) ** 2).sum()
+    noise = torch.randn(imgs.shape, generator=torch.Generator().manual_seed(1)) * band
+    structured = imgs + noise * (error / (noise**2).sum()).sqrt()
+    assert ((structured - imgs) ** 2).sum().item() == pytest.approx(error.item(), rel=1e-5)
+    assert SSIMLoss()(structured, imgs) < SSIMLoss()(flat, imgs) - 0.05
+
+
+def test_combined_loss_with_ssim_term_trains_only_the_masked_patches():
+    imgs = _windows()
+    mask = torch.zeros(2, 16)
+    mask[:, 4:12] = 1  # rows 1 and 2 of the 4x4 grid of 8x8 patches
+    pred = torch.full((2, 16, 8 * 8 * 3), 0.5, requires_grad=True)
+    criterion = CombinedLoss(8, mse_weight=1.0, perceptual_weight=2.0, perceptual=SSIMLoss(), paste_visible=True)
+    loss, parts = criterion(pred, imgs, mask, return_parts=True)
+    pasted = unpatchify(pred.detach() * mask.unsqueeze(-1) + patchify(imgs, 8) * (1 - mask.unsqueeze(-1)), 8)
+    assert parts["perceptual"].item() == pytest.approx(1 - ssim(pasted, imgs).item(), rel=1e-6)
+    assert loss.item() == pytest.approx(parts["mse"].item() + 2 * parts["perceptual"].item(), rel=1e-6)
+    loss.backward()
+    assert pred.grad[mask == 0].abs().max().item() == 0.0  # visible patches are the photo's: no gradient
+    assert pred.grad[mask == 1].abs().sum(dim=-1).min().item() > 0

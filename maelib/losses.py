@@ -28,7 +28,6 @@ from torch import nn
 from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from .metrics import ssim
 from .patches import patchify, unpatchify
 
 if TYPE_CHECKING:
@@ -258,8 +257,15 @@ class SSIMLoss(nn.Module):
     paste-back)``.
     """
 
+    def __init__(self):
+        super().__init__()
+        # imported here, not at the top: maelib.metrics loads OpenCV and scikit-image for its baselines,
+        # which would add seconds to every `import maelib.models` (the models import this module)
+        from .metrics import ssim
+        self.ssim = ssim
+
     def forward(self, pred_imgs: torch.Tensor, target_imgs: torch.Tensor) -> torch.Tensor:
-        return 1 - ssim(pred_imgs, target_imgs)
+        return 1 - self.ssim(pred_imgs, target_imgs)
 
 
 # --------------------------------------------------------------------------------------------

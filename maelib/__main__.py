@@ -113,8 +113,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--weight-decay", type=float, metavar="W", help="AdamW weight decay")
     o.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule, stepped every optimizer step")
     o.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm to NORM")
-    o.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: bf16/fp16 on GPUs, bf16 on CPUs "
-                                                    "that have it natively, else off)")
+    o.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: bf16 on GPUs of compute capability >= 8.0, "
+                                                    "fp16 below; bf16 on CPUs that have it natively; else off)")
     o.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     o.add_argument("--seed", type=int, metavar="N", help="seeds the split, the weights and every epoch's randomness")
 

@@ -16,10 +16,12 @@ from maelib.models import MaskedAutoencoderViT
 from maelib.train import (
     TrainConfig,
     cpu_has_native_bf16,
+    describe_amp,
     evaluate,
     fit,
     lr_factor,
     make_loader,
+    make_optimizer,
     param_groups,
     resolve_amp,
 )
@@ -241,10 +243,57 @@ def test_amp_rules(monkeypatch):
     assert resolve_amp("auto", "cpu") == (torch.bfloat16 if cpu_has_native_bf16() else None)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512_BF16")
     assert resolve_amp("auto", "cpu") is torch.bfloat16
+    assert describe_amp("auto", "cpu") == "precision: bf16 autocast (amp='auto': native bf16 on this CPU)"
+    assert resolve_amp("auto", "mps") is None and "float32 on mps" in describe_amp("auto", "mps")
     with pytest.raises(ValueError, match="'fp8'"):
         TrainConfig(amp="fp8")
     history = fit(tiny_vit(), make_loader(toy_data(16), 8), config=quiet(epochs=1, amp="bf16"), device="cpu")
     assert math.isfinite(history["train_loss"][0])
+
+
+def test_cpu_without_native_bf16_trains_in_float32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert not cpu_has_native_bf16() and resolve_amp("auto", "cpu") is None
+    assert describe_amp("auto", "cpu") == "precision: float32 (amp='auto': no native bf16 on this CPU)"
+
+
+@pytest.mark.parametrize("capability,dtype,why", [
+    ((7, 5), torch.float16, "compute capability 7.5: no native bf16, so fp16"),  # T4: bf16 only emulated
+    ((7, 0), torch.float16, "compute capability 7.0: no native bf16, so fp16"),  # V100
+    ((8, 0), torch.bfloat16, "compute capability 8.0: native bf16"),  # A100
+    ((8, 9), torch.bfloat16, "compute capability 8.9: native bf16"),  # L4
+])
+def test_amp_auto_on_gpus_follows_the_compute_capability(monkeypatch, capability, dtype, why):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch says on a T4 too
+    assert resolve_amp("auto", "cuda") is dtype
+    assert describe_amp("auto", "cuda:0").endswith(f"(amp='auto': {why})")
+    assert resolve_amp("bf16", "cuda") is torch.bfloat16  # forcing it is the user's choice
+
+
+def test_fit_says_which_precision_it_trains_in(capsys):
+    fit(tiny_vit(), make_loader(toy_data(8), 8), config=quiet(epochs=1, progress=True), device="cpu")
+    assert "precision: float32 (amp='off')" in capsys.readouterr().out
+
+
+def test_make_optimizer_takes_the_fused_adamw_and_updates_like_the_plain_one():
+    fused_model, plain_model = tiny_vit(), tiny_vit()
+    fused = make_optimizer(fused_model, 1e-2)
+    plain = torch.optim.AdamW(param_groups(plain_model, 0.05), lr=1e-2, betas=(0.9, 0.95))
+    assert fused.defaults["fused"] and fused.param_groups[0]["weight_decay"] == 0.05
+    assert fused.defaults["betas"] == (0.9, 0.95) and fused.param_groups[1]["weight_decay"] == 0.0
+    imgs, noise = torch.rand(4, 3, 32, 32), fixed_noise(4)
+    for model, opt in ((fused_model, fused), (plain_model, plain)):
+        for _ in range(3):
+            model(imgs, noise=noise)[0].backward()
+            opt.step()
+            opt.zero_grad()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters(), strict=True):
+        if not name.endswith("attn.qkv.bias"):  # key biases: zero gradient, AdamW noise (see test_distributed)
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    assert not same_params(fused_model, tiny_vit())  # and they did move
 
 
 def test_tensorboard_logger_writes_events(tmp_path):

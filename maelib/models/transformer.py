@@ -1,7 +1,8 @@
 """A pre-norm Vision Transformer block, with the parameter names of timm / facebookresearch/mae.
 
-``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``. Attention goes through PyTorch's fused
-``scaled_dot_product_attention`` (flash / memory-efficient kernels where the device has them).
+``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``. Attention is computed by
+:func:`maelib.models.attention.attention`: PyTorch's fused ``scaled_dot_product_attention``, or the
+formula written out where that is measured faster (short sequences on a CPU).
 """
 
 from __future__ import annotations
@@ -10,9 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..patches import patchify
+from .attention import attention
+
 
 class Attention(nn.Module):
-    """Multi-head self-attention: ``(B, N, D)`` -> ``(B, N, D)``."""
+    """Multi-head self-attention: ``(B, N, D)`` -> ``(B, N, D)``.
+
+    Set ``keep_weights = True`` to keep the last forward's attention weights, ``(B, heads, N, N)``,
+    detached, in ``self.weights`` (what :meth:`MaskedAutoencoderViT.decoder_attention` reads).
+    """
+
+    keep_weights: bool = False
+    weights: torch.Tensor | None = None
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -29,7 +40,9 @@ class Attention(nn.Module):
         # (unbinding dim 2 before the transpose lets backward stack the three gradients straight into
         # qkv's layout: one copy fewer than permuting (3, B, heads, N, D/heads) to the front)
         q, k, v = [t.transpose(1, 2) for t in qkv.unbind(2)]
-        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
+        x, weights = attention(q, k, v, need_weights=self.keep_weights)  # softmax(q k^T / sqrt(d)) v
+        if self.keep_weights:
+            self.weights = weights.detach()
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
@@ -66,6 +79,10 @@ class PatchEmbed(nn.Module):
     """Cut an image into patches and project each to ``embed_dim``: ``(B, C, H, W)`` -> ``(B, N, D)``.
 
     A convolution with kernel = stride = patch size is exactly a shared linear layer per patch.
+    The weights are stored as that convolution's (``proj``, the name and shape of every ViT
+    checkpoint), and applied as the linear layer on :func:`~maelib.patches.patchify`'s output:
+    the same numbers, and 1.1x (float32) to 3.5x (bfloat16) faster on a CPU than the convolution
+    (measured at the faces64 and base224 shapes, forward + backward).
     """
 
     def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int):
@@ -80,4 +97,6 @@ class PatchEmbed(nn.Module):
         if tuple(x.shape[-2:]) != self.img_size:
             raise ValueError(f"model built for {self.img_size[0]}x{self.img_size[1]} images, got "
                              f"{x.shape[-2]}x{x.shape[-1]}; resize the images or call resize_pos_embed()")
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # the kernel's (D, C, p, p) reordered to patchify's (row, column, channel) order: (D, p*p*C)
+        weight = self.proj.weight.permute(0, 2, 3, 1).reshape(self.proj.out_channels, -1)
+        return F.linear(patchify(x, self.patch_size), weight, self.proj.bias)

@@ -112,6 +112,27 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
     def predict(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
         return self.forward_decoder(self.forward_encoder(imgs, mask), mask.ids_restore)
 
+    @torch.no_grad()
+    def decoder_attention(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """The decoder's attention weights: ``(decoder_depth, B, heads, 1 + N, 1 + N)``.
+
+        Row ``1 + i`` of a block's map is what patch ``i``'s token attends to (token 0 is the cls
+        token): for a masked patch, which visible patches the decoder reads to fill it in. Runs
+        one forward pass in eval mode; the model's mode is restored afterwards.
+        """
+        was_training = self.training
+        attns = [block.attn for block in self.decoder_blocks]
+        self.eval()
+        try:
+            for attn in attns:
+                attn.keep_weights = True
+            self.predict(imgs, mask)
+            return torch.stack([attn.weights.float() for attn in attns])
+        finally:
+            for attn in attns:
+                attn.keep_weights, attn.weights = False, None
+            self.train(was_training)
+
     # ------------------------------------------------------------------ other image sizes
     def resize_pos_embed(self, img_size: int | tuple[int, int]) -> None:
         """Adapt the model to another image size by interpolating both position embeddings."""

@@ -1,12 +1,17 @@
 """maelib: Masked Autoencoders (He et al. 2021), the library behind the notebook course.
 
-Modules, one job each:
-    patches   images <-> sequences of patches
+Modules, one job each (the first five need torch alone):
+    patches   images <-> sequences of patches; pasting the visible pixels back
     masking   which patches the encoder sees (random, block, square, combined, grid)
+    masked_loss  the MAE loss: MSE on the masked patches (norm_pix_loss)
+    normalize the per-channel pixel normaliser
     models    MLP-MAE, ViT-MAE (facebookresearch/mae compatible), classifier
-    losses    masked MSE, VGG19 perceptual loss, SSIM loss
+    losses    VGG19 perceptual loss, SSIM loss, masked MSE + either
+    ssim      the SSIM score
     metrics   PSNR/SSIM on masked pixels, classical inpainting baselines
-    data      datasets as uint8 tensors, downloads, splits, augmentation
+    download  verified, atomic downloads (data sets and weights)
+    cache     where decoded tensors and downloaded weights are kept
+    data      datasets as uint8 tensors, splits, augmentation
     train     one fit loop with checkpoints and resume
     pretrained  official and maelib weights, frozen blocks + new blocks
     viz       figures

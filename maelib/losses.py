@@ -28,40 +28,12 @@ from torch import nn
 from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from .patches import patchify, unpatchify
+from .masked_loss import masked_mse, normalize_patches  # noqa: F401 (part of this module's API)
+from .patches import paste_back, patch_mask_to_pixels, patchify, unpatchify
+from .ssim import ssim
 
 if TYPE_CHECKING:
-    from .data import PixelNormalizer
-
-
-def normalize_patches(target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Normalise every patch ``(B, N, D)`` to zero mean and unit variance (``norm_pix_loss``)."""
-    mean = target.mean(dim=-1, keepdim=True)
-    var = target.var(dim=-1, keepdim=True)
-    return (target - mean) / (var + eps) ** 0.5
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
-               norm_pix: bool = False) -> torch.Tensor:
-    """Mean squared error over the masked patches only.
-
-    Args:
-        pred: ``(B, N, p*p*C)`` predicted patches.
-        target: ``(B, N, p*p*C)`` true patches (``patchify(imgs)``).
-        mask: ``(B, N)``, 1 = masked. Visible patches do not contribute.
-        norm_pix: compare against per-patch normalised targets (the paper's ``norm_pix_loss``).
-
-    Returns the exact mean of the per-patch MSE over masked patches (0 when nothing is masked).
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    if mask.shape != pred.shape[:2]:
-        raise ValueError(f"mask {tuple(mask.shape)} must be (B, N) = {tuple(pred.shape[:2])}")
-    if norm_pix:
-        target = normalize_patches(target)
-    per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (B, N)
-    mask = mask.to(per_patch.dtype)
-    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+    from .normalize import PixelNormalizer
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +217,7 @@ class SSIMLoss(nn.Module):
     """``1 - SSIM(pred_imgs, target_imgs)``: 0 for identical images, up to 2.
 
     SSIM compares local means, contrasts and correlations in 11x11 Gaussian windows (exactly
-    :func:`maelib.metrics.ssim`, the score the lessons report), so a flat fill where the target
+    ``metrics.ssim``, the score the lessons report), so a flat fill where the target
     has edges costs more than it does under a pixel MSE. It needs no pretrained network, which
     makes it the structural term to use where the VGG19 weights cannot be had. Zhao et al. (2017,
     "Loss Functions for Image Restoration with Neural Networks") found mixes of an SSIM-type and
@@ -257,15 +229,8 @@ class SSIMLoss(nn.Module):
     paste-back)``.
     """
 
-    def __init__(self):
-        super().__init__()
-        # imported here, not at the top: maelib.metrics loads OpenCV and scikit-image for its baselines,
-        # which would add seconds to every `import maelib.models` (the models import this module)
-        from .metrics import ssim
-        self.ssim = ssim
-
     def forward(self, pred_imgs: torch.Tensor, target_imgs: torch.Tensor) -> torch.Tensor:
-        return 1 - self.ssim(pred_imgs, target_imgs)
+        return 1 - ssim(pred_imgs, target_imgs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,11 +249,11 @@ def _prediction_images(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tenso
         mean = target.mean(dim=-1, keepdim=True)
         std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
         pred = pred * std + mean
-    if paste_visible:
-        keep = mask.unsqueeze(-1).to(pred.dtype)  # (B, N, 1): 1 = use the prediction
-        pred = pred * keep + target * (1 - keep)
     grid = (imgs.shape[2] // patch_size, imgs.shape[3] // patch_size)
-    return unpatchify(pred, patch_size, grid, channels=imgs.shape[1])
+    pred_imgs = unpatchify(pred, patch_size, grid, channels=imgs.shape[1])
+    if paste_visible:  # the true pixels where the patch was visible: no gradient reaches those predictions
+        pred_imgs = paste_back(pred_imgs, imgs, patch_mask_to_pixels(mask, patch_size, grid))
+    return pred_imgs
 
 
 def combined_loss(pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor, *, patch_size: int,

@@ -37,29 +37,13 @@ import torch
 from scipy.interpolate import griddata
 from scipy.spatial import QhullError
 from skimage.restoration import inpaint_biharmonic
-from torchmetrics.functional.image import structural_similarity_index_measure
+
+from .patches import check_images_and_mask, paste_back  # noqa: F401 (the lessons use metrics.paste_back)
+from .ssim import ssim  # noqa: F401 (the lessons' score, metrics.ssim)
 
 Filler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (imgs, pixel_mask) -> filled imgs
 
 MAX_PSNR = 100.0  # dB, reported for a perfect reconstruction
-
-
-def check_images_and_mask(imgs: torch.Tensor, pixel_mask: torch.Tensor) -> None:
-    """Raise unless ``imgs`` is ``(B, C, H, W)`` and ``pixel_mask`` is ``(B, 1, H, W)``."""
-    if imgs.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(imgs.shape)}")
-    b, _, h, w = imgs.shape
-    if tuple(pixel_mask.shape) != (b, 1, h, w):
-        raise ValueError(f"pixel_mask must be (B, 1, H, W) = {(b, 1, h, w)}, got {tuple(pixel_mask.shape)}; "
-                         f"a (B, N) patch mask becomes one with maelib.patches.patch_mask_to_pixels")
-
-
-def paste_back(pred_imgs: torch.Tensor, imgs: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)``: ``pred_imgs`` where masked, the true ``imgs`` (exactly) where visible."""
-    check_images_and_mask(imgs, pixel_mask)
-    if pred_imgs.shape != imgs.shape:
-        raise ValueError(f"pred_imgs {tuple(pred_imgs.shape)} and imgs {tuple(imgs.shape)} differ in shape")
-    return torch.where(pixel_mask > 0.5, pred_imgs, imgs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,20 +65,6 @@ def masked_psnr(pred: torch.Tensor, target: torch.Tensor, pixel_mask: torch.Tens
     mse = (squared_error / count).clamp_min(data_range**2 * 10 ** (-MAX_PSNR / 10))
     psnr = (10 * torch.log10(data_range**2 / mse)).float()
     return psnr if per_image else psnr.mean()
-
-
-def ssim(pred: torch.Tensor, target: torch.Tensor, *, per_image: bool = False) -> torch.Tensor:
-    """SSIM of whole images ``(B, C, H, W)`` in [0, 1] (pass the paste-back image as ``pred``).
-
-    Uses torchmetrics' ``structural_similarity_index_measure`` with ``data_range=1.0``; images
-    must be at least 11 pixels on each side (the Gaussian window).
-    """
-    if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} "
-                         f"must be equal (B, C, H, W) shapes")
-    values = structural_similarity_index_measure(pred.float(), target.float(),
-                                                 data_range=1.0, reduction="none")
-    return values if per_image else values.mean()
 
 
 # --------------------------------------------------------------------------------------------

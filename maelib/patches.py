@@ -1,4 +1,4 @@
-"""Cutting images into patches and putting them back together.
+"""Cutting images into patches and putting them back together; putting the visible pixels back.
 
 An image batch ``(B, C, H, W)`` becomes a sequence of ``N = (H/p) * (W/p)`` flattened patches
 ``(B, N, p*p*C)``, in row-major order (left to right, then top to bottom). Inside a patch the
@@ -70,3 +70,21 @@ def patch_mask_to_pixels(mask: torch.Tensor, patch_size: int, grid: tuple[int, i
     b, n = mask.shape
     expanded = mask.unsqueeze(-1).expand(b, n, patch_size * patch_size)
     return unpatchify(expanded.to(torch.float32), patch_size, grid, channels=1)
+
+
+def check_images_and_mask(imgs: torch.Tensor, pixel_mask: torch.Tensor) -> None:
+    """Raise unless ``imgs`` is ``(B, C, H, W)`` and ``pixel_mask`` is ``(B, 1, H, W)``."""
+    if imgs.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(imgs.shape)}")
+    b, _, h, w = imgs.shape
+    if tuple(pixel_mask.shape) != (b, 1, h, w):
+        raise ValueError(f"pixel_mask must be (B, 1, H, W) = {(b, 1, h, w)}, got {tuple(pixel_mask.shape)}; "
+                         f"a (B, N) patch mask becomes one with maelib.patches.patch_mask_to_pixels")
+
+
+def paste_back(pred_imgs: torch.Tensor, imgs: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)``: ``pred_imgs`` where masked, the true ``imgs`` (exactly) where visible."""
+    check_images_and_mask(imgs, pixel_mask)
+    if pred_imgs.shape != imgs.shape:
+        raise ValueError(f"pred_imgs {tuple(pred_imgs.shape)} and imgs {tuple(imgs.shape)} differ in shape")
+    return torch.where(pixel_mask > 0.5, pred_imgs, imgs)

@@ -17,7 +17,7 @@ Where weights come from:
 Every load returns a :class:`LoadReport`: which tensors were loaded, which were missing and why,
 which were in the file but not in the model (e.g. a fine-tuned checkpoint's ``head``), and which
 position embeddings were interpolated because the checkpoint was trained at another image size.
-URLs are downloaded once, verified and atomically, by :func:`maelib.data.download_and_extract`
+URLs are downloaded once, verified and atomically, by :func:`maelib.download.download_and_extract`
 into ``$MAELIB_CACHE_DIR/weights`` (default ``~/.cache/maelib/weights``).
 
 New blocks (:func:`add_encoder_blocks`) are appended to ``model.blocks``: the forward pass is
@@ -47,9 +47,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .cache import cache_dir
 from .checkpoint import clean_key, load_weights, read_checkpoint, unwrap
-from .data.download import DownloadError, download_and_extract, sha256_of
-from .data.root import CACHE_ENV
+from .download import DownloadError, download_and_extract, sha256_of
 from .models import MaskedAutoencoderViT, create_model, interpolate_pos_embed
 
 OFFICIAL_LICENCE = "CC BY-NC 4.0 (facebookresearch/mae: https://github.com/facebookresearch/mae/blob/main/LICENSE)"
@@ -150,9 +150,8 @@ def summarise_keys(keys: list[str]) -> str:
 
 # --------------------------------------------------------------------------- finding the file
 def weights_dir() -> Path:
-    """Where downloaded weights are kept: ``$MAELIB_CACHE_DIR/weights``, else ``~/.cache/maelib/weights``."""
-    env = os.environ.get(CACHE_ENV)
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "maelib") / "weights"
+    """Where downloaded weights are kept: ``$MAELIB_CACHE_DIR/weights``, default ``~/.cache/maelib/weights``."""
+    return cache_dir("weights")
 
 
 def _official_for(source: str | os.PathLike) -> OfficialWeights | None:
@@ -310,7 +309,7 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike, *, strict_encod
     Raises:
         ValueError: a shape mismatch (naming the key and both shapes: ``load_weights``), or, with
             ``strict_encoder``, a checkpoint that does not fit (naming the keys). Nothing is loaded then.
-        DownloadError: offline, wrong checksum, ... (see :func:`maelib.data.download_and_extract`).
+        DownloadError: offline, wrong checksum, ... (see :func:`maelib.download.download_and_extract`).
     """
     model = unwrap(model)
     if not isinstance(model, MaskedAutoencoderViT):

@@ -20,6 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .patches import paste_back
+
 MASK_GREY = 0.5  # the colour of hidden patches
 
 
@@ -87,7 +89,7 @@ def show_reconstructions(imgs: torch.Tensor, pred_imgs: torch.Tensor, pixel_mask
     n = min(n, len(imgs))
     pixel_mask = pixel_mask[:n].to(imgs.device)
     imgs, pred_imgs = imgs[:n], pred_imgs[:n].to(imgs.device)
-    pasted = torch.where(pixel_mask > 0.5, pred_imgs, imgs)
+    pasted = paste_back(pred_imgs, imgs, pixel_mask)
     panels = {"original": imgs, "masked": grey_out(imgs, pixel_mask),
               "reconstruction": pred_imgs, "visible pasted back": pasted}
     fig, axes = plt.subplots(len(panels), n, figsize=(size * n, size * len(panels)), squeeze=False)

@@ -45,11 +45,10 @@ SHARED = next((p for p in SHARED_CANDIDATES if (p / "MANIFEST.tsv").is_file()), 
 
 @pytest.fixture(autouse=True)
 def tmp_cache(tmp_path, monkeypatch):
-    """Every test gets its own empty tensor cache and no data-root override."""
-    cache = tmp_path / "tensor-cache"
-    monkeypatch.setenv("MAELIB_CACHE_DIR", str(cache))
+    """Every test gets its own empty cache (its tensors/ folder is returned) and no data-root override."""
+    monkeypatch.setenv("MAELIB_CACHE_DIR", str(tmp_path / "maelib-cache"))
     monkeypatch.delenv("MAELIB_DATA_DIR", raising=False)
-    return cache
+    return tmp_path / "maelib-cache" / "tensors"
 
 
 def write_jpeg(path: Path, rng: np.random.Generator, size=(20, 14), mode="RGB") -> np.ndarray:

@@ -50,7 +50,7 @@ def _worker(rank: int, world: int, ports: list[int], data: str, out: str) -> Non
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1")
     torch.set_num_threads(1)
     import maelib.train
-    from maelib.models.base import MaskedAutoencoder
+    from maelib.models import MaskedAutoencoderViT
 
     out, saved, unsynced = Path(out), [], []
     real_save, real_no_sync = maelib.train.save_checkpoint, maelib.train.DistributedDataParallel.no_sync
@@ -80,7 +80,7 @@ def _worker(rank: int, world: int, ports: list[int], data: str, out: str) -> Non
     run("accum", ports[1], ["--batch-size", "2", "--accum-steps", "2", "--out", str(out / "accum")])
 
     # An injected failure in both processes: the 2nd training step of epoch 3 (after 2 checkpoints).
-    real_forward, calls = MaskedAutoencoder.forward, 0
+    real_forward, calls = MaskedAutoencoderViT.forward, 0
 
     def failing_forward(self, *args, **kwargs):
         nonlocal calls
@@ -89,13 +89,13 @@ def _worker(rank: int, world: int, ports: list[int], data: str, out: str) -> Non
             raise RuntimeError("simulated failure")
         return real_forward(self, *args, **kwargs)
 
-    MaskedAutoencoder.forward = failing_forward
+    MaskedAutoencoderViT.forward = failing_forward
     try:
         run("crash", ports[2], ["--batch-size", "4", "--out", str(out / "crash")])
     except RuntimeError as err:
         assert "simulated failure" in str(err)
     finally:
-        MaskedAutoencoder.forward = real_forward
+        MaskedAutoencoderViT.forward = real_forward
     run("resumed", ports[3], ["--batch-size", "4", "--out", str(out / "crash"), "--resume"])
 
 

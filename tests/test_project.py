@@ -78,3 +78,23 @@ def test_unknown_preset_is_an_error_naming_it(monkeypatch):
         presets.current_preset()
     monkeypatch.setenv("MAELIB_PRESET", "cpu")
     assert presets.pick(smoke=1, cpu=2, gpu=3) == 2
+
+
+# The package's floors: what importing a module pulls in. A lesson that only builds a model must not
+# wait for OpenCV, scikit-image or torchvision's model zoo, and the lower layers never reach upwards.
+LAYERS = {
+    "maelib.models": ["maelib.losses", "maelib.data", "maelib.metrics", "torchvision.models", "cv2", "skimage"],
+    "maelib.pretrained": ["maelib.data", "maelib.losses", "maelib.metrics", "cv2", "skimage"],
+    "maelib.losses": ["maelib.metrics", "maelib.data", "cv2", "skimage"],
+    "maelib.masked_loss": ["maelib.models", "torchvision"],
+    "maelib.normalize": ["maelib.data", "torchvision"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_a_module_imports_nothing_above_its_floor(module):
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(run.stdout.split())
+    assert module in loaded
+    assert not (pulled := [m for m in LAYERS[module] if m in loaded]), f"import {module} loads {pulled}"

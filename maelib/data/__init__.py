@@ -14,9 +14,9 @@ Modules, one job each:
     transforms     train / eval augmentation with torchvision.transforms.v2; PixelNormalizer
 """
 
+from ..download import DownloadError, download_and_extract, sha256_of
 from .datasets import FACADES_SPLIT, FACES_VARIANTS, cats_dogs, facades, faces
 from .decode import NoImagesError, SkippedFilesWarning, decode_image, decode_mask, load_images
-from .download import DownloadError, download_and_extract, sha256_of
 from .folders import list_files, load_image_folder, load_npy_folder
 from .imageset import ImageSet
 from .manifest import read_manifest

@@ -2,7 +2,7 @@
 
 Training never decodes a JPEG: the first call decodes every file (a few seconds for thousands of
 small images), stacks them, and saves ONE ``.pt`` file in the cache folder
-(``$MAELIB_CACHE_DIR``, else ``~/.cache/maelib/tensors``). The file name is a hash of
+(``$MAELIB_CACHE_DIR/tensors``, default ``~/.cache/maelib/tensors``). The file name is a hash of
 
 * every source file's absolute path, size and modification time, and
 * the target size, channels, fit and kind (image or label map),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .download import sha256_of
+from ..download import sha256_of
 
 MANIFEST = "MANIFEST.tsv"
 COLUMNS = ("relative_path", "sha256", "width", "height", "split_hint")

@@ -11,7 +11,7 @@ The root is chosen in this order: the ``root`` argument, else the environment va
 ``MAELIB_DATA_DIR``, else the folder ``data/`` of the repository (next to the ``maelib`` package).
 
 The data root may be read-only (a shared course folder), so the decoded-tensor cache lives
-elsewhere: ``MAELIB_CACHE_DIR``, else ``~/.cache/maelib/tensors``.
+elsewhere: ``$MAELIB_CACHE_DIR/tensors``, default ``~/.cache/maelib/tensors`` (:mod:`maelib.cache`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .. import cache
+
 DATA_ENV = "MAELIB_DATA_DIR"
-CACHE_ENV = "MAELIB_CACHE_DIR"
 
 # maelib/data/root.py -> parents[0] = maelib/data, [1] = maelib, [2] = the repository.
 REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -52,6 +53,5 @@ def data_root(root: str | os.PathLike | None = None, *, must_exist: bool = True)
 
 
 def cache_dir() -> Path:
-    """Folder for decoded-tensor caches: ``$MAELIB_CACHE_DIR``, else ``~/.cache/maelib/tensors``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "maelib" / "tensors"
+    """Folder for decoded-tensor caches: ``$MAELIB_CACHE_DIR/tensors``, default ``~/.cache/maelib/tensors``."""
+    return cache.cache_dir("tensors")

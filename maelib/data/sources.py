@@ -39,7 +39,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .download import DownloadError, download_and_extract
+from ..download import DownloadError, download_and_extract
 from .manifest import manifest_row, update_manifest
 
 OXFORD_PETS_PAGE = "https://www.robots.ox.ac.uk/~vgg/data/pets/"

@@ -1,8 +1,7 @@
-"""What every masked autoencoder here shares: masking, patches, the loss, and ``forward``.
+"""What every masked autoencoder here shares: its patch geometry, drawing masks, the loss, reconstructing.
 
-A subclass says how to turn images and a mask into predicted patches (``predict``);
-everything else -- drawing the mask, the loss on masked patches, the ``(loss, pred, mask)``
-return value of facebookresearch/mae -- lives here once.
+Each model writes its own ``forward`` out in its file (mask -> encode -> decode -> loss, as
+facebookresearch/mae's ``models_mae.py``); this class holds the pieces those forwards share.
 """
 
 from __future__ import annotations
@@ -12,12 +11,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..losses import masked_mse
+from ..masked_loss import masked_mse
 from ..masking import Mask, make_mask
 from ..patches import check_patch_size, patchify, unpatchify
 
 if TYPE_CHECKING:
-    from ..data import PixelNormalizer
+    from ..normalize import PixelNormalizer
 
 
 def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -25,7 +24,7 @@ def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 class MaskedAutoencoder(nn.Module):
-    """Base class. Subclasses set ``img_size``, ``patch_size``, ``in_chans`` and implement ``predict``."""
+    """Base class. Subclasses set ``img_size``, ``patch_size``, ``in_chans`` and write ``predict`` and ``forward``."""
 
     norm_pix_loss: bool = False
 
@@ -47,7 +46,15 @@ class MaskedAutoencoder(nn.Module):
     def make_mask(self, imgs: torch.Tensor, mask_mode: str = "random", *, mask_ratio: float = 0.75,
                   generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
                   **mask_kwargs) -> Mask:
-        """Draw a mask for a batch; ``mask_ratio``/``noise`` apply to random masking only."""
+        """Draw a mask for the batch ``imgs``: which of its ``N`` patches each image hides.
+
+        Args:
+            mask_mode: ``random``, ``block``, ``square``, ``combined`` or ``grid``; its own
+                arguments (``block_ratio=``, ``flipped=``, ...) are passed as keywords.
+            mask_ratio / noise: the fraction hidden by ``random`` masking, and the ``(B, N)``
+                noise whose lowest values are kept (random masking only).
+            generator: makes the mask reproducible.
+        """
         if mask_mode == "random":
             mask_kwargs.update(mask_ratio=mask_ratio, noise=noise)
         return make_mask(mask_mode, imgs.shape[0], self.grid_size, generator=generator,
@@ -65,7 +72,7 @@ class MaskedAutoencoder(nn.Module):
         ``imgs`` are pixels in [0, 1]; with ``normalizer`` (the :class:`~maelib.data.PixelNormalizer`
         the model was trained with) the model is given normalised images and its output is mapped
         back to pixels. This is the raw output: every patch, visible ones included, is the model's
-        (``maelib.metrics.paste_back`` puts the visible pixels back). Runs in eval mode on the
+        (``maelib.patches.paste_back`` puts the visible pixels back). Runs in eval mode on the
         model's device; returns float32 on ``imgs``' device.
         """
         device = next(self.parameters()).device
@@ -83,29 +90,9 @@ class MaskedAutoencoder(nn.Module):
         return torch.cat(out)
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """MSE on the masked patches; with ``norm_pix_loss`` against per-patch normalised pixels."""
-        return masked_mse(pred, self.patchify(imgs), mask, norm_pix=self.norm_pix_loss)
+        """imgs: ``(B, C, H, W)``; pred: ``(B, N, p*p*C)``; mask: ``(B, N)``, 1 = masked -> scalar.
 
-    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75, *, mask_mode: str = "random",
-                mask: Mask | None = None, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None, **mask_kwargs):
-        """Mask, reconstruct, score.
-
-        Args:
-            imgs: ``(B, C, H, W)`` images.
-            mask_ratio: fraction masked by ``mask_mode="random"``.
-            mask_mode: ``random``, ``block``, ``square``, ``combined`` or ``grid``; its own
-                arguments (``block_ratio=``, ``flipped=``, ...) are passed as keywords.
-            mask: a ready :class:`~maelib.masking.Mask` (then no mask is drawn).
-            generator / noise: make the mask reproducible.
-
-        Returns:
-            ``(loss, pred, mask)``: scalar loss, ``(B, N, p*p*C)`` predicted patches, ``(B, N)``
-            mask with 1 = masked -- the same as facebookresearch/mae.
+        The mean squared error over the masked patches only; with ``norm_pix_loss`` the target
+        patches are each standardised first (:mod:`maelib.masked_loss`).
         """
-        if mask is None:
-            mask = self.make_mask(imgs, mask_mode, mask_ratio=mask_ratio, generator=generator,
-                                  noise=noise, **mask_kwargs)
-        pred = self.predict(imgs, mask)
-        loss = self.forward_loss(imgs, pred, mask.mask)
-        return loss, pred, mask.mask
+        return masked_mse(pred, self.patchify(imgs), mask, norm_pix=self.norm_pix_loss)

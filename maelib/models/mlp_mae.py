@@ -63,5 +63,20 @@ class MaskedAutoencoderMLP(MaskedAutoencoder):
         out = self.decoder(latent).reshape(latent.shape[0], self.num_patches, -1)
         return out * self.pixel_std + self.pixel_mean  # back to pixel units
 
+    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75, *, mask: Mask | None = None,
+                **mask_options) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hide most patches, encode the rest, paint every patch, score the hidden ones.
+
+        The same arguments and return value as :meth:`MaskedAutoencoderViT.forward`:
+        ``(loss, pred (B, N, p*p*C), mask (B, N) with 1 = hidden)``.
+        """
+        if mask is None:
+            mask = self.make_mask(imgs, mask_ratio=mask_ratio, **mask_options)  # (B, N), 1 = hidden
+        latent = self.forward_encoder(imgs, mask)  # (B, latent_dim): one code for the visible patches
+        pred = self.forward_decoder(latent)  # (B, N, p*p*C): every patch's pixels
+        loss = self.forward_loss(imgs, pred, mask.mask)  # mean squared error on the hidden patches
+        return loss, pred, mask.mask
+
     def predict(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """The predicted patches alone: ``(B, C, H, W)`` -> ``(B, N, p*p*C)``."""
         return self.forward_decoder(self.forward_encoder(imgs, mask))

@@ -109,7 +109,30 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         x = self.decoder_pred(self.decoder_norm(x))
         return x[:, 1:]  # drop the cls token
 
+    # ------------------------------------------------------------------ the whole model
+    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75, *, mask: Mask | None = None,
+                **mask_options) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hide most patches, encode the rest, paint every patch, score the hidden ones.
+
+        Args:
+            imgs: ``(B, C, H, W)`` images.
+            mask_ratio: the fraction of patches hidden by random masking.
+            mask: a ready :class:`~maelib.masking.Mask` (then none is drawn).
+            mask_options: how to draw one (:meth:`make_mask`): ``mask_mode="block"``,
+                ``block_ratio=0.5``, ``generator=``, ``noise=``, ...
+
+        Returns ``(loss, pred, mask)`` as facebookresearch/mae: the scalar loss, the predicted
+        patches ``(B, N, p*p*C)`` and the mask ``(B, N)`` with 1 = hidden.
+        """
+        if mask is None:
+            mask = self.make_mask(imgs, mask_ratio=mask_ratio, **mask_options)  # (B, N), 1 = hidden
+        latent = self.forward_encoder(imgs, mask)  # (B, 1 + N_visible, D): cls + visible patches only
+        pred = self.forward_decoder(latent, mask.ids_restore)  # (B, N, p*p*C): every patch's pixels
+        loss = self.forward_loss(imgs, pred, mask.mask)  # mean squared error on the hidden patches
+        return loss, pred, mask.mask
+
     def predict(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """The predicted patches alone: ``(B, C, H, W)`` -> ``(B, N, p*p*C)``."""
         return self.forward_decoder(self.forward_encoder(imgs, mask), mask.ids_restore)
 
     @torch.no_grad()

@@ -43,7 +43,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     from .configs import CONFIGS, DATASETS, LOSSES, describe
     from .masking import MASKINGS
     from .models import MODEL_CONFIGS
-    from .train import AMP_MODES, SCHEDULES
+    from .optim import SCHEDULES
+    from .precision import AMP_MODES
 
     p = sub.add_parser("train", help=TRAIN_HELP,
                        description="Train a lesson's model (or the paper's recipe) from a named configuration "

@@ -44,19 +44,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
@@ -64,7 +61,10 @@ from .checkpoint import load_checkpoint, save_checkpoint, to_plain
 from .distributed import is_main, mean_over_processes, same_everywhere
 from .distributed import rank as distributed_rank
 from .distributed import world_size as distributed_world_size
+from .loader import epoch_seed, images_of, make_loader, seed_everything, set_epoch  # noqa: F401 (API)
 from .loggers import Logger
+from .optim import SCHEDULES, lr_factor, make_optimizer, make_scheduler, param_groups  # noqa: F401 (API)
+from .precision import AMP_MODES, cpu_has_native_bf16, cuda_has_native_bf16, describe_amp, resolve_amp  # noqa: F401
 from .presets import default_device
 
 # One value per epoch under "epoch", "train_loss" (mean over the epoch's steps), "val_loss" (NaN
@@ -72,8 +72,6 @@ from .presets import default_device
 History = dict[str, list[float]]
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (model, imgs) -> scalar loss
 
-SCHEDULES = ("onecycle", "cosine", "constant")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass
@@ -144,222 +142,6 @@ class TrainConfig:
         self.betas = tuple(self.betas)
 
 
-# --------------------------------------------------------------------------- devices and precision
-def cpu_has_native_bf16() -> bool:
-    """Does this CPU compute in bfloat16 natively (AVX512-BF16 or AMX)?
-
-    Only then is bf16 autocast on the CPU faster than float32; elsewhere it is emulated and slower.
-    ``torch.backends.cpu.get_cpu_capability()`` names the vector instruction set ("AVX2",
-    "AVX512", ...), and recent torch versions also answer the finer question directly.
-    """
-    capability = torch.backends.cpu.get_cpu_capability()
-    if "AVX512_BF16" in capability or "AMX" in capability:
-        return True
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):  # private, so look before calling
-        check = getattr(torch.cpu, name, None)
-        if check is not None and check():
-            return True
-    return False
-
-
-def cuda_has_native_bf16(device: torch.device | str = "cuda") -> bool:
-    """Does this GPU compute in bfloat16 natively (compute capability 8.0 or newer: A100, RTX 30xx, L4, H100)?
-
-    ``torch.cuda.is_bf16_supported()`` also says yes on a T4 or V100 (7.x), where bf16 is emulated
-    and much slower than fp16.
-    """
-    return torch.cuda.get_device_capability(device) >= (8, 0)
-
-
-def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = full float32).
-
-    ``"auto"`` takes the fastest precision that trains as well, by device:
-
-    * CUDA: bf16 on GPUs with native bf16 (compute capability >= 8.0); fp16 with a gradient
-      scaler below that (T4, V100), where bf16 would be emulated;
-    * CPU: bf16 where the CPU has native bf16 (AVX512-BF16 or AMX): measured faster for every
-      lesson model (1.1x to 2x, ``benchmarks/train_step.py``; README, Performance); float32
-      elsewhere, where bf16 is emulated and 10 to 30 times slower;
-    * MPS (Apple): float32.
-
-    ``"bf16"`` / ``"fp16"`` force that dtype on any device; ``"off"`` = float32.
-    """
-    device = torch.device(device)
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"amp='bf16' but {torch.cuda.get_device_name(device)} does not support "
-                             "bfloat16; use amp='fp16' or 'auto'")
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return torch.bfloat16
-        return None
-    raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
-
-
-def describe_amp(amp: str, device: torch.device | str) -> str:
-    """One line saying which precision ``amp`` gives on ``device``, and why (printed by ``fit`` and the CLI)."""
-    device = torch.device(device)
-    dtype = resolve_amp(amp, device)
-    name = {None: "float32", torch.bfloat16: "bf16 autocast",
-            torch.float16: "fp16 autocast + gradient scaler"}[dtype]
-    if amp != "auto":
-        return f"precision: {name} (amp={amp!r})"
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        why = f"compute capability {major}.{minor}: " + ("native bf16" if dtype == torch.bfloat16 else
-                                                          "no native bf16, so fp16")
-    elif device.type == "cpu":
-        why = "native bf16 on this CPU" if dtype == torch.bfloat16 else "no native bf16 on this CPU"
-    else:
-        why = f"float32 on {device.type}"
-    return f"precision: {name} (amp='auto': {why})"
-
-
-# --------------------------------------------------------------------------- seeds and data
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """A well-mixed 32-bit seed for one epoch of one run (and one process ``rank`` of a distributed run:
-    each process draws its own masks and augmentations)."""
-    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and all devices), numpy and Python's ``random``."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class EpochSampler(Sampler[int]):
-    """Indices in an order that depends only on ``(seed, epoch)``; ``fit`` calls ``set_epoch``."""
-
-    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0):
-        self.num_samples, self.shuffle, self.seed, self.epoch = num_samples, shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.num_samples))
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, *,
-                num_workers: int = 0, drop_last: bool = False, distributed: bool = False,
-                **loader_kwargs: Any) -> DataLoader:
-    """A DataLoader whose order is a function of ``(seed, epoch)``, so resumed runs see the same batches.
-
-    Worker processes (``num_workers > 0``) get their seeds from torch's global RNG, which ``fit``
-    seeds at the start of every epoch. Extra keywords go to ``DataLoader``.
-
-    ``distributed=True`` uses torch's ``DistributedSampler``: every epoch's permutation (seeded by
-    ``seed + epoch``) is dealt out to the processes, so each process iterates over its own
-    1/world-size share, ``batch_size`` images at a time. In a single process it is the whole
-    permutation: one process with batch 2b sees the same batches as two processes with b each.
-    """
-    loader_kwargs.setdefault("pin_memory", torch.cuda.is_available())
-    if distributed:
-        sampler = DistributedSampler(dataset, num_replicas=distributed_world_size(), rank=distributed_rank(),
-                                     shuffle=shuffle, seed=seed, drop_last=drop_last)
-    else:
-        sampler = EpochSampler(len(dataset), shuffle, seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, **loader_kwargs)
-
-
-def _set_epoch(loader: Iterable, epoch: int) -> None:
-    """Tell the loader's sampler which epoch starts (make_loader, DistributedSampler)."""
-    for part in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        if hasattr(part, "set_epoch"):
-            part.set_epoch(epoch)
-            return
-
-
-def images_of(batch: Any) -> torch.Tensor:
-    """The images of a batch: the batch itself, or the first item of ``(images, labels)``."""
-    imgs = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if not isinstance(imgs, torch.Tensor):
-        raise TypeError(f"a batch must be an image tensor or an (images, labels) pair, "
-                        f"got {type(imgs).__name__}")
-    return imgs
-
-
-# --------------------------------------------------------------------------- optimizer and schedule
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups as in facebookresearch/mae: decay weight matrices only.
-
-    No decay for biases and norms (1-d parameters), tokens (``cls_token``, ``mask_token``),
-    position embeddings, and names in ``model.no_weight_decay()`` if the model has it. Frozen
-    parameters are skipped, so partly frozen models (linear probing) train as expected.
-    """
-    skip = set(getattr(model, "no_weight_decay", lambda: ())())
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(".bias") or "token" in name or "pos_embed" in name or name in skip:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    if not decay and not no_decay:
-        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
-                   betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`, with PyTorch's fused kernel where it has one for the device.
-
-    The fused kernel updates every parameter in one operation instead of a dozen per tensor: the
-    same update (to float rounding), and on a CPU it took the ViT-B/16 step from 4.7 to 6.0 images/s
-    in bf16 (benchmarks/train_step.py). Torch versions or devices without it get the usual AdamW.
-    """
-    try:
-        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=True)
-    except (RuntimeError, ValueError):  # fused AdamW not supported by this torch for this device
-        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) as a fraction of the peak ``lr``."""
-    if schedule == "onecycle":  # OneCycleLR: cosine from lr/25 up to lr, then down to lr/25e4
-        rise = warmup_steps or round(0.3 * total_steps)
-        start, end = 1 / 25, 1 / 25e4
-        if step < rise:
-            return start + (1 - start) * (1 - math.cos(math.pi * step / rise)) / 2
-        t = (step - rise) / max(1, total_steps - 1 - rise)
-        return end + (1 - end) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
-    if step < warmup_steps:  # linear warmup (cosine and constant)
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # cosine: half a cosine to 0
-    return (1 + math.cos(math.pi * min(t, 1.0))) / 2
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler for ``config.schedule``; its state is one step counter."""
-    total = config.epochs * steps_per_epoch
-    warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, config.schedule))
-
-
 # --------------------------------------------------------------------------- validation
 def _loss_fn(config: TrainConfig, loss_fn: LossFn | None) -> LossFn:
     return loss_fn or (lambda model, imgs: model(imgs, **config.mask)[0])
@@ -394,22 +176,64 @@ def evaluate(model: nn.Module, loader: Iterable, config: TrainConfig | None = No
 
 
 # --------------------------------------------------------------------------- the loop
-def _check_finite(first_bad: torch.Tensor, bad_value: torch.Tensor, epoch: int, steps_per_epoch: int) -> None:
-    """Raise if a non-finite loss was recorded (reads the device: call it every ``log_every`` steps)."""
-    step = int(first_bad.item())
-    if step >= 0:
+class LossMeter:
+    """Running sums of the training loss, kept on the device: reading them waits for the GPU, so ``fit``
+    reads them every ``log_every`` steps only. Remembers the first non-finite loss and its step."""
+
+    def __init__(self, device: torch.device):
+        self.epoch_sum, self.window_sum = torch.zeros((), device=device), torch.zeros((), device=device)
+        self.epoch_steps = self.window_steps = 0
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # global step of the first NaN/inf
+        self.bad_value = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        is_first_bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad.masked_fill_(is_first_bad, step)
+        self.bad_value = torch.where(is_first_bad, loss, self.bad_value)
+        self.epoch_sum += loss
+        self.window_sum += loss
+        self.epoch_steps += 1
+        self.window_steps += 1
+
+    def window_mean(self) -> float:
+        """The mean since the last call (one sync)."""
+        mean = self.window_sum.item() / max(1, self.window_steps)
+        self.window_sum.zero_()
+        self.window_steps = 0
+        return mean
+
+    def epoch_mean(self) -> float:
+        return self.epoch_sum.item() / max(1, self.epoch_steps)
+
+    def check_finite(self, epoch: int, steps_per_epoch: int, checkpoint: Path | None) -> None:
+        """Raise if a non-finite loss was recorded, naming where, and what to resume from."""
+        step = int(self.first_bad.item())
+        if step < 0:
+            return
+        resume = (f"The last checkpoint, {checkpoint}, is from before this epoch." if checkpoint is not None
+                  and checkpoint.exists() else "No checkpoint was written before it.")
         raise FloatingPointError(
-            f"the loss became {bad_value.item()} at epoch {epoch}, global step {step} (step "
+            f"the loss became {self.bad_value.item()} at epoch {epoch}, global step {step} (step "
             f"{(step - 1) % steps_per_epoch + 1} of {steps_per_epoch} in the epoch); try a lower lr, "
-            "grad_clip=1.0 or amp='off'. The last checkpoint is from before this epoch.")
+            f"grad_clip=1.0 or amp='off'. {resume}")
 
 
-def _config_changes(saved: dict[str, Any] | None, config: TrainConfig) -> list[str]:
-    """Settings that differ from the checkpoint's (ignoring those that may change on resume)."""
+def _resume(last: Path, model: nn.Module, optimizer, scheduler, scaler, config: TrainConfig,
+            device: torch.device, world: int) -> tuple[int, History]:
+    """Load ``last`` into the model and the optimizer's state; warn about settings that changed."""
+    checkpoint = load_checkpoint(last, model, optimizer, scheduler, scaler, map_location=device)
     may_change = {"epochs", "resume", "progress", "compile", "checkpoint_dir", "log_every"}
-    now = to_plain(config)
-    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now  # repr: values may hold tensors
-            if saved and k in saved and k not in may_change and repr(saved[k]) != repr(now[k])]
+    saved, now = checkpoint["config"], to_plain(config)
+    changes = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now  # repr: values may hold tensors
+               if saved and k in saved and k not in may_change and repr(saved[k]) != repr(now[k])]
+    if changes:
+        warnings.warn(f"resuming {last} with changed settings: {'; '.join(changes)} (lr, betas and "
+                      "weight_decay stay those of the checkpoint's optimizer)", stacklevel=3)
+    if checkpoint.get("world_size", 1) != world:
+        warnings.warn(f"resuming {last}, written by {checkpoint.get('world_size', 1)} processes, in {world}: the "
+                      "remaining epochs deal out the data differently than the original run would have",
+                      stacklevel=3)
+    return checkpoint["epoch"], checkpoint["history"]
 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = None,
@@ -439,11 +263,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     world, main = distributed_world_size(), is_main()
     logger = logger if logger is not None and main else Logger()  # only rank 0 logs
     model.to(device)
-    batches = len(train_loader)
+    batches, accum = len(train_loader), config.accum_steps
     if batches == 0:
         raise ValueError("train_loader is empty: it yields no batches (dataset smaller than one batch "
                          "with drop_last=True?)")
-    accum = config.accum_steps
     steps_per_epoch = math.ceil(batches / accum)  # optimizer steps; the last group may be shorter
     if world > 1 and not isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
         warnings.warn(f"training in {world} processes, but train_loader has no DistributedSampler: every "
@@ -457,19 +280,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history: History = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "epoch_time": []}
     start_epoch = 0
-
     last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir is not None else None
     if config.resume and last is not None and last.exists():  # every process reads the checkpoint
-        checkpoint = load_checkpoint(last, model, optimizer, scheduler, scaler, map_location=device)
-        start_epoch, history = checkpoint["epoch"], checkpoint["history"]
-        if changes := _config_changes(checkpoint["config"], config):
-            warnings.warn(f"resuming {last} with changed settings: {'; '.join(changes)} (lr, betas and "
-                          "weight_decay stay those of the checkpoint's optimizer)", stacklevel=2)
-        if checkpoint.get("world_size", 1) != world:
-            warnings.warn(f"resuming {last}, written by {checkpoint.get('world_size', 1)} processes, in {world}: "
-                          "the remaining epochs deal out the data differently than the original run would "
-                          "have", stacklevel=2)
-
+        start_epoch, history = _resume(last, model, optimizer, scheduler, scaler, config, device, world)
     if world > 1 and not same_everywhere(start_epoch, device):
         raise RuntimeError(f"the processes would resume from different epochs: {last} must be the same file for "
                            "all of them (on several nodes, put checkpoint_dir on a shared file system)")
@@ -489,15 +302,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         for epoch in range(start_epoch, config.epochs):
             # This epoch's randomness depends on (seed, epoch, rank) only: the key to exact resume.
             seed_everything(epoch_seed(config.seed, epoch, distributed_rank()))
-            _set_epoch(train_loader, epoch)
+            set_epoch(train_loader, epoch)
             model.train()
-            t0 = time.perf_counter()
-            # Running sums stay on the device; reading them waits for the GPU, so we do it rarely.
-            epoch_sum = torch.zeros((), device=device)
-            window_sum, window_steps = torch.zeros((), device=device), 0
+            t0, meter = time.perf_counter(), LossMeter(device)
             group_sum = torch.zeros((), device=device)  # the losses of the batches of one optimizer step
-            first_bad = torch.full((), -1, dtype=torch.long, device=device)  # step of the first NaN/inf
-            bad_value = torch.zeros((), device=device)
 
             for i, batch in enumerate(train_loader):
                 # Batches come in groups of `accum` (the last group of an epoch may be shorter): their
@@ -508,64 +316,45 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 imgs = images_of(batch).to(device, non_blocking=True)
                 # DDP averages the gradients over the processes during backward; within a group only the
                 # last backward needs to (no_sync), the others just add to the local gradients.
-                no_sync = world > 1 and not last_in_group
-                with train_model.no_sync() if no_sync else contextlib.nullcontext():
+                with train_model.no_sync() if world > 1 and not last_in_group else contextlib.nullcontext():
                     with autocast():
                         loss = compute_loss(train_model, imgs)
                     scaler.scale(loss / group_size if group_size > 1 else loss).backward()
-                if last_in_group:
-                    if config.grad_clip is not None:
-                        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-
-                # Bookkeeping without a sync: the loss of the step's whole batch (all of its accumulated
-                # batches, all processes), and the first non-finite one, stay on the device.
                 group_sum += loss.detach().float()
                 if not last_in_group:
                     continue
-                loss = mean_over_processes(group_sum / group_size)
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                meter.add(mean_over_processes(group_sum / group_size), step)  # all batches, all processes
                 group_sum.zero_()
-                is_first_bad = (first_bad < 0) & ~torch.isfinite(loss)
-                first_bad.masked_fill_(is_first_bad, step)
-                bad_value = torch.where(is_first_bad, loss, bad_value)
-                epoch_sum += loss
-                window_sum += loss
-                window_steps += 1
                 bar.update()
-
                 if step % config.log_every == 0 or i + 1 == batches:
-                    _check_finite(first_bad, bad_value, epoch + 1, steps_per_epoch)
-                    running, lr = window_sum.item() / window_steps, scheduler.get_last_lr()[0]
-                    window_sum.zero_()
-                    window_steps = 0
-                    bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{running:.4f}",
-                                    lr=f"{lr:.2e}")
+                    meter.check_finite(epoch + 1, steps_per_epoch, last)
+                    running, lr = meter.window_mean(), scheduler.get_last_lr()[0]
+                    bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{running:.4f}", lr=f"{lr:.2e}")
                     logger.log({"train/loss": running, "lr": lr}, step)
 
             # End of epoch: validate, record, save (never a checkpoint of a NaN model).
-            _check_finite(first_bad, bad_value, epoch + 1, steps_per_epoch)
-            train_loss = epoch_sum.item() / (i // accum + 1)
+            meter.check_finite(epoch + 1, steps_per_epoch, last)
             val_loss = evaluate(model, val_loader, config, loss_fn=loss_fn, device=device) \
                 if val_loader is not None else math.nan
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+            row = {"epoch": epoch + 1, "train_loss": meter.epoch_mean(), "val_loss": val_loss,
                    "lr": scheduler.get_last_lr()[0], "epoch_time": time.perf_counter() - t0}
             for key, value in row.items():
                 history.setdefault(key, []).append(value)
             if last is not None and main:
                 save_checkpoint(last, model, optimizer, scheduler, scaler, epoch=epoch + 1, history=history,
                                 config=config, world_size=world)
-
-            summary = {"train/epoch_loss": train_loss, "epoch": epoch + 1, "epoch_time": row["epoch_time"]}
-            if val_loader is not None:
-                summary["val/loss"] = val_loss
-            logger.log(summary, step)
+            logger.log({"train/epoch_loss": row["train_loss"], "epoch": epoch + 1, "epoch_time": row["epoch_time"]}
+                       | ({"val/loss": val_loss} if val_loader is not None else {}), step)
             logger.flush()
             if show:
                 val = f"  val {val_loss:.4f}" if val_loader is not None else ""
-                bar.write(f"epoch {epoch + 1}/{config.epochs}  train {train_loss:.4f}{val}  "
+                bar.write(f"epoch {epoch + 1}/{config.epochs}  train {row['train_loss']:.4f}{val}  "
                           f"lr {row['lr']:.2e}  {row['epoch_time']:.1f} s")
     return history

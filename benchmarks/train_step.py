@@ -555,6 +555,7 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
     # has no peak worth the name, and its matmul would take minutes)
     probe16 = MatmulProbe(args.matmul_size, device, torch.bfloat16) if args.bf16 and native_bf16 else None
     matmul16: list[float] = []
+    matmul16_cpu: list[float] = []
     order = list(range(len(runners) + 2))  # the last two are the fp32 and the bf16 matmul probes
     for r in range(warmup + steps):
         start = (r * batch) % len(pool)
@@ -571,9 +572,10 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
                 continue
             if i == len(runners) + 1:  # the bf16 matmul probe
                 if probe16 is not None:
-                    gf, _, d = probe16.measure()
+                    gf, gf_cpu, d = probe16.measure()
                     if r >= warmup:
                         matmul16.append(gf)
+                        matmul16_cpu.append(gf_cpu)
                         matmul_loads.append(d)
                 continue
             runner = runners[i]
@@ -602,6 +604,7 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
     ref, hf_runner = runners[0], runners[1]
     mm_q, mm_cpu = quantiles(matmul), statistics.median(matmul_cpu)
     mm16 = statistics.median(matmul16) if matmul16 else math.nan
+    mm16_cpu = statistics.median(matmul16_cpu) if matmul16_cpu else math.nan
 
     def vs_hf(mine: dict[int, float], theirs: dict[int, float]) -> tuple[float, float, float]:
         # paired with the HF step of the same round: the ratio cancels what the load did to that round
@@ -616,7 +619,8 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
         ratio_fp32 = vs_hf(runner.times, ref.times)  # against maelib's own fp32 step, paired by round
         achieved = q[1] * flops / 1e9
         # MFU against the matmul of the model's own precision, measured in the same rounds
-        peak = mm16 if runner.amp == torch.bfloat16 and matmul16 else mm_q[1]
+        bf16_peak = runner.amp == torch.bfloat16 and bool(matmul16)
+        peak, peak_cpu = (mm16, mm16_cpu) if bf16_peak else (mm_q[1], mm_cpu)
         # images per CPU-second of this process: what a step costs, whatever else the machine was doing
         # (meaningful with --threads 1; with more threads, OpenMP's spin-waiting counts as CPU time too)
         per_cpu_s = statistics.median(batch / t for t in runner.cpu.values())
@@ -629,9 +633,9 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
             "images_per_s": q[1], "images_per_s_q1": q[0], "images_per_s_q3": q[2], "images_per_s_best": max(ips),
             "vs_hf": ratio[1], "vs_hf_q1": ratio[0], "vs_hf_q3": ratio[2], "gflops": achieved,
             "vs_fp32": ratio_fp32[1], "vs_fp32_q1": ratio_fp32[0], "vs_fp32_q3": ratio_fp32[2],
-            "mfu": achieved / peak, "mfu_matmul": "bf16" if peak is mm16 else "fp32",
+            "mfu": achieved / peak, "mfu_matmul": "bf16" if bf16_peak else "fp32",
             "mfu_vs_standalone_peak": achieved / args.peak_gflops,
-            "images_per_cpu_s": per_cpu_s, "vs_hf_cpu": ratio_cpu[1], "mfu_cpu": per_cpu_s * flops / 1e9 / mm_cpu,
+            "images_per_cpu_s": per_cpu_s, "vs_hf_cpu": ratio_cpu[1], "mfu_cpu": per_cpu_s * flops / 1e9 / peak_cpu,
             "activations_mib": runner.activations_mib, "static_mib": runner.static_mib(),
             "memory_mib": runner.peak_mib if device.type == "cuda" else runner.static_mib() + runner.activations_mib,
             "first_step_s": runner.first_step_s,

@@ -157,6 +157,8 @@ def resolve_run(args: argparse.Namespace):
     if args.data_folder is not None and args.dataset is None and run.dataset not in ("folder", "npy",
                                                                                       "imagefolder"):
         changes["dataset"] = "npy" if any(Path(args.data_folder).glob("*.npy")) else "folder"
+    if changes.get("dataset", run.dataset) != run.dataset:
+        changes["data_kwargs"] = {}  # the configuration's data settings (a faces variant, ...) were for its own data
     if args.accum_steps is not None and args.global_batch is not None:
         raise SystemExit("maelib train: give --accum-steps or --global-batch, not both")
     if args.accum_steps is not None:
@@ -184,7 +186,7 @@ def train(args: argparse.Namespace):
 
     import torch
 
-    from . import configs, distributed
+    from . import configs, distributed, runs
     from .loggers import TensorBoardLogger
     from .presets import current_preset
     from .train import fit, make_loader
@@ -200,15 +202,16 @@ def train(args: argparse.Namespace):
         if last.exists() and not args.resume:
             raise SystemExit(f"maelib train: {last} exists; pass --resume to continue that run, or another --out")
         try:
-            configs.check_loss(run)  # before minutes of loading data
+            runs.check_loss(run)  # before minutes of loading data
         except FileNotFoundError as err:
             raise SystemExit(f"maelib train: {err}") from err
 
         torch.manual_seed(run.train.seed)  # the same initial weights everywhere (DDP also copies rank 0's)
         with distributed.main_first():  # rank 0 of each node downloads and decodes first, the others reuse it
-            train_set, val_set, from_data, normalizer = configs.load_data(run, progress=main) \
-                if not args.dry_run else (None, None, {}, None)
-        model = configs.build_model(run, **from_data)
+            parts = runs.load_data(run, progress=main) if not args.dry_run else None
+        train_set, val_set = (parts.train, parts.val) if parts is not None else (None, None)
+        normalizer = parts.normalizer if parts is not None else None
+        model = runs.build_model(run, **(parts.from_data if parts is not None else {}))
         channels = model.in_chans
         try:  # a mask that does not fit the model's patch grid fails now, not after the data is loaded
             model.make_mask(torch.zeros(1, channels, run.img_size, run.img_size), **run.train.mask)
@@ -241,7 +244,7 @@ def train(args: argparse.Namespace):
         if args.dry_run:
             return model, {}
 
-        loss_fn = configs.build_loss(run, model, device, normalizer)
+        loss_fn = runs.build_loss(run, model, device, normalizer)
         train_loader = make_loader(train_set, run.batch_size, shuffle=True, seed=run.train.seed,
                                    num_workers=run.workers, distributed=True)
         val_loader = make_loader(val_set, run.val_batch_size, shuffle=False, num_workers=run.workers) \
@@ -261,7 +264,8 @@ def train(args: argparse.Namespace):
             (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
         logger = TensorBoardLogger(out / "tensorboard") if args.tensorboard and main else None
         try:
-            history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=logger)
+            history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=logger,
+                          normalizer=normalizer, recipe=runs.recipe_record(run))
         finally:
             if logger is not None:
                 logger.close()

@@ -9,11 +9,19 @@ Saving is atomic: the file is written to a temporary name in the same folder, fl
 or a Colab disconnect while saving leaves the previous checkpoint untouched -- never a
 half-written file.
 
-Contents (what :func:`save_checkpoint` writes)::
+Contents (what :func:`save_checkpoint` writes): everything to rebuild the model, use it, and go on
+training it, however it was trained (a notebook, ``maelib train``, ``fit``)::
 
-    {"epoch": completed epochs, "model": state dict, "optimizer": ..., "scheduler": ...,
-     "scaler": ..., "history": {"train_loss": [...], ...}, "config": plain dict,
-     "rng": {"torch": ..., "cuda": [...]}, "torch_version": "2.x"}
+    {"format": 2, "epoch": completed epochs, "model": state dict,
+     "architecture": {"class": "MaskedAutoencoderViT", "kwargs": {...}},   # maelib.models.build_model
+     "normalizer": {"mean": [...], "std": [...]} or None,                   # the inputs' standardisation
+     "recipe": {"name": ..., "preset": ..., "overrides": {...}} or None,    # the named recipe, if any
+     "metrics": {...},                                                       # final scores, if given
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "history": {"train_loss": [...], ...},
+     "config": the TrainConfig as a plain dict, "rng": {"torch": ..., "cuda": [...]}, "torch_version": "2.x"}
+
+:func:`maelib.runs.load_run` turns such a file (or a run folder holding ``last.pt``) back into a
+ready model with its normaliser.
 """
 
 from __future__ import annotations
@@ -21,12 +29,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+FORMAT = 2  # 1: before the architecture, normaliser and recipe were stored
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint: damaged (an interrupted copy), empty, or something else."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -53,10 +69,36 @@ def to_plain(obj: Any) -> Any:
     return repr(obj)
 
 
+def is_plain(obj: Any) -> bool:
+    """Can ``torch.load(..., weights_only=True)`` read ``obj`` back? Tensors, numbers, strings, None, and
+    dicts (with str/int keys), lists and tuples of those."""
+    if obj is None or isinstance(obj, torch.Tensor) or type(obj) in (bool, int, float, str):
+        return True
+    if type(obj) is dict:
+        return all(type(k) in (str, int) and is_plain(v) for k, v in obj.items())
+    if type(obj) in (list, tuple):
+        return all(is_plain(v) for v in obj)
+    return False
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files (``.<name>.*.tmp``) that interrupted saves of ``path`` left behind."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return stale
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)``, but all or nothing: a temp file, fsync, then ``os.replace``."""
+    """``torch.save(obj, path)``, but all or nothing: a temp file, fsync, then ``os.replace``.
+
+    Temp files that an earlier, interrupted save of the same ``path`` left are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
     # The temp file lives in the same folder: os.replace is atomic only within one file system.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -88,15 +130,38 @@ def _rng_states() -> dict[str, Any]:
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any = None, scaler: torch.amp.GradScaler | None = None, *, epoch: int = 0,
-                    history: dict[str, list] | None = None, config: Any = None, **extra: Any) -> Path:
-    """Write everything needed to continue training to ``path``, atomically.
+                    history: dict[str, list] | None = None, config: Any = None, normalizer: Any = None,
+                    recipe: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+                    **extra: Any) -> Path:
+    """Write everything needed to rebuild, use and continue training the model to ``path``, atomically.
 
-    ``epoch`` is the number of *completed* epochs. ``config`` (a dataclass or dict) is stored as a
-    plain dict; ``extra`` keywords are stored as they are (keep them to tensors and plain data).
+    Args:
+        epoch: the number of *completed* epochs.
+        config: the training settings (a dataclass or dict), stored as a plain dict.
+        normalizer: the :class:`~maelib.normalize.PixelNormalizer` the inputs were standardised with.
+        recipe: ``{"name": ..., "preset": ..., "overrides": {...}}`` when the run follows a named recipe.
+        metrics: final scores, e.g. ``{"masked_psnr": 17.5}``.
+        extra: more entries, stored as they are: tensors and plain data only (``TypeError`` otherwise,
+            now rather than when the file is loaded).
+
+    The model's architecture (:meth:`~maelib.models.MaskedAutoencoder.architecture`) is stored when
+    it has one, so the file alone rebuilds it.
     """
+    for key, value in extra.items():
+        if not is_plain(value):
+            raise TypeError(f"save_checkpoint: {key}={value!r} ({type(value).__name__}) could not be loaded back "
+                            "with weights_only=True; store tensors, numbers, strings, None, or dicts/lists/"
+                            "tuples of them (e.g. str(path), float(x))")
+    inner = unwrap(model)
     checkpoint = {
+        "format": FORMAT,
         "epoch": int(epoch),
-        "model": unwrap(model).state_dict(),
+        "model": inner.state_dict(),
+        "architecture": to_plain(inner.architecture()) if hasattr(inner, "architecture") else None,
+        "normalizer": {"mean": list(normalizer.mean), "std": list(normalizer.std)} if normalizer is not None
+        else None,
+        "recipe": to_plain(recipe),
+        "metrics": to_plain(metrics or {}),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -148,10 +213,33 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bo
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and say what to do."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a save or a copy was interrupted; delete it "
+                              "and resume from an earlier checkpoint, or train again")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused what the file holds
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"an object of type {found.group(1)}" if found else "objects beyond tensors and plain data"
+        raise CheckpointError(f"checkpoint {path} holds {what}, so it does not load safely. Do not load files you "
+                              "do not trust with weights_only=False: re-save the weights as a state dict where "
+                              "they were made, or point to the right file") from err
+    except Exception as err:  # torch's readers fail in many ways on a truncated or foreign file
+        with open(path, "rb") as f:
+            zip_file = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        what = ("is damaged: it was cut short (a save or a copy was interrupted); delete it and resume from an "
+                "earlier checkpoint, or train again") if zip_file else \
+            "is not a PyTorch checkpoint (not a file torch.save wrote); point to the right file"
+        raise CheckpointError(f"checkpoint {path} {what} ({type(err).__name__}: {_first_line(err)})") from err
+
+
+def _first_line(err: BaseException, limit: int = 100) -> str:
+    line = str(err).splitlines()[0] if str(err) else "no message"
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,

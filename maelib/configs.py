@@ -1,8 +1,10 @@
-"""Named training runs for ``maelib train``: a lesson's model, data, mask and schedule, by name.
+"""Named recipes: a lesson's model, data, mask and schedule, by name and preset, as data.
 
     run = get_config("lesson01_mlp_cats_dogs", preset="cpu")
-    train_set, val_set, from_data, normalizer = load_data(run)   # from_data: channels (and pixel statistics)
-    model = build_model(run, **from_data)
+    parts = maelib.runs.load_data(run)                     # train / val / test, normaliser
+    model = maelib.runs.build_model(run, **parts.from_data)
+
+The code that builds a run from a recipe is :mod:`maelib.runs`.
 
 A configuration writes down, per preset (``smoke`` / ``cpu`` / ``gpu``), what a lesson's notebook
 trains, so the command line trains the same thing with the same pieces of maelib (models, data,
@@ -35,13 +37,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
-from torchvision.transforms import v2
 
-from . import data
-from .models import MODEL_CONFIGS, create_model
+from .models import MODEL_CONFIGS
 from .presets import PRESETS, current_preset
-from .train import LossFn, TrainConfig
+from .train import TrainConfig
 
 DATASETS = ("cats_dogs", "faces", "facades", "folder", "npy", "imagefolder")
 LOSSES = ("mse", "combined")
@@ -84,6 +83,7 @@ class RunConfig:
         workers: DataLoader worker processes per training process.
         train: the :class:`~maelib.train.TrainConfig` (epochs, schedule, mask, weight decay, ...);
             its ``lr`` and ``accum_steps`` are filled in when the run starts.
+        preset: the preset :func:`get_config` sized it for (recorded in checkpoints with the name).
     """
 
     name: str
@@ -110,6 +110,7 @@ class RunConfig:
     normalize_inputs: bool = False
     workers: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_CONFIGS:
@@ -237,7 +238,7 @@ def get_config(name: str, preset: str | None = None) -> RunConfig:
     preset = preset or current_preset()
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    return CONFIGS[name](preset)
+    return dataclasses.replace(CONFIGS[name](preset), preset=preset)
 
 
 def describe() -> str:
@@ -262,133 +263,38 @@ def learning_rate(run: RunConfig, global_batch: int) -> float:
     return run.lr if run.lr is not None else run.blr * global_batch / 256
 
 
-# --------------------------------------------------------------------------- data, model, loss
-def _image_set(run: RunConfig, progress: bool) -> data.ImageSet:
-    size, kw = run.img_size, dict(run.data_kwargs)
-    if run.dataset in ("folder", "npy") and run.data_folder is None:
-        raise ValueError(f"dataset {run.dataset!r} needs a folder: pass --data-folder")
-    if run.dataset == "cats_dogs":
-        return data.cats_dogs(run.data_root, size, progress=progress, **kw)
-    if run.dataset == "faces":
-        return data.faces(run.data_root, size, progress=progress, **kw)
-    if run.dataset == "facades":
-        return data.facades(run.data_root, size, progress=progress, **kw)
-    if run.dataset == "folder":
-        return data.load_image_folder(run.data_folder, size, progress=progress, **kw)
-    return data.load_npy_folder(run.data_folder, size, **kw)
+# --------------------------------------------------------------------------- kept for the lessons
+# Building runs is code, in maelib.runs; these names stay so that the rendered lessons keep working
+# until they are re-rendered with maelib.runs.
 
 
-def _split(images: data.ImageSet, run: RunConfig) -> tuple[data.ImageSet, data.ImageSet | None]:
-    if run.split == "hint":
-        parts = images.hint_indices()
-        if "train" not in parts or "val" not in parts:
-            raise ValueError(f"split='hint' needs train and val hints; this data set has {sorted(parts)}")
-        return images.subset(parts["train"]), images.subset(parts["val"])
-    by = images.labels.numpy() if images.labels is not None else len(images)
-    v, t = run.val_fraction, run.test_fraction
-    if t > 0:  # train / val / test; the test part is left alone
-        fractions = (1 - v - t, v, t) if v > 0 else (1 - t, t)
-        parts = data.split_indices(by, fractions, seed=run.train.seed)
-        return images.subset(parts[0]), images.subset(parts[1]) if v > 0 else None
-    if v == 0:
-        return images, None
-    train_idx, val_idx = data.split_indices(by, (1 - v, v), seed=run.train.seed)
-    return images.subset(train_idx), images.subset(val_idx)
+def load_data(run: RunConfig, progress: bool = True):
+    """``(train_set, val_set, from_data, normalizer)``: :func:`maelib.runs.load_data` without the test split."""
+    from . import runs
 
-
-def _streamed_folder(run: RunConfig) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
-    """An ImageNet-style folder (one subfolder per class), decoded image by image in the loader."""
-    from torchvision.datasets import ImageFolder
-
-    if run.data_folder is None:
-        raise ValueError("dataset 'imagefolder' needs a folder of class subfolders: pass --data-folder")
-    to_float = v2.ToDtype(torch.float32, scale=True)
-    augment = data.train_transforms(run.img_size, **run.augment) if run.augment is not None \
-        else data.eval_transforms(run.img_size)
-    # decode to a uint8 tensor, crop and flip it (cheaper than in float), then scale to [0, 1]
-    train_set: Dataset = ImageFolder(run.data_folder, transform=v2.Compose([v2.ToImage(), augment, to_float]))
-    val_set: Dataset | None = None
-    if run.val_fraction > 0:
-        evaluation = ImageFolder(run.data_folder, transform=v2.Compose(
-            [v2.ToImage(), data.eval_transforms(run.img_size), to_float]))
-        train_idx, val_idx = data.split_indices(len(train_set), (1 - run.val_fraction, run.val_fraction),
-                                                seed=run.train.seed)
-        train_set, val_set = Subset(train_set, train_idx.tolist()), Subset(evaluation, val_idx.tolist())
-    if run.subset is not None:
-        train_set = Subset(train_set, range(min(run.subset, len(train_set))))
-    if run.pixel_stats or run.normalize_inputs:
-        raise ValueError("pixel_stats and normalize_inputs need the images in memory; not available with dataset "
-                         "'imagefolder'")
-    return train_set, val_set, {"in_chans": 3}, None
-
-
-def load_data(run: RunConfig, progress: bool = True
-              ) -> tuple[Dataset, Dataset | None, dict[str, Any], data.PixelNormalizer | None]:
-    """``(train_set, val_set or None, what the model needs to know about the data, normaliser or None)``.
-
-    The sets are torch Datasets of float images in [0, 1]; the training images are augmented with
-    ``run.augment``, validation images are not. The third item holds ``in_chans`` and, with
-    ``run.pixel_stats``, ``pixel_mean`` / ``pixel_std`` of the training images: pass it to
-    :func:`build_model`. With ``run.normalize_inputs`` both sets give standardised images instead,
-    and the :class:`~maelib.data.PixelNormalizer` fitted on the training split is returned as a
-    fourth item (otherwise None).
-    """
-    if run.dataset == "imagefolder":
-        return _streamed_folder(run)
-    images = _image_set(run, progress)
-    train_images, val_images = _split(images, run)
-    for_model: dict[str, Any] = {"in_chans": images.images.shape[1]}
-    if run.pixel_stats:  # as lesson 01: per channel, over the whole training split, in [0, 1]
-        pixels = train_images.images.float() / 255
-        for_model.update(pixel_mean=pixels.mean(dim=(0, 2, 3)).tolist(), pixel_std=pixels.std(dim=(0, 2, 3)).tolist())
-    # fitted on the whole training split, like the pixel statistics and the lessons' normaliser
-    normalizer = data.PixelNormalizer.fit(train_images.images) if run.normalize_inputs else None
-    if run.subset is not None:
-        train_images = train_images.subset(range(min(run.subset, len(train_images))))
-    augment = data.train_transforms(run.img_size, **run.augment) if run.augment is not None else None
-    if normalizer is not None:  # augment the image in [0, 1] first, then standardise it
-        augment = normalizer if augment is None else v2.Compose([augment, normalizer])
-    val_set = val_images.dataset(normalizer) if val_images is not None else None
-    return train_images.dataset(augment), val_set, for_model, normalizer
+    parts = runs.load_data(run, progress)
+    return parts.train, parts.val, parts.from_data, parts.normalizer
 
 
 def build_model(run: RunConfig, **from_data: Any) -> nn.Module:
-    """The configuration's model for images of ``run.img_size``; ``from_data`` is the third item of
-    :func:`load_data` (default: 3 channels)."""
-    sizes = {"img_size": run.img_size, "in_chans": 3, **from_data}
-    if run.patch_size is not None:
-        sizes["patch_size"] = run.patch_size
-    return create_model(run.model, **{**sizes, **run.model_kwargs})
+    """:func:`maelib.runs.build_model`."""
+    from . import runs
+
+    return runs.build_model(run, **from_data)
 
 
 def check_loss(run: RunConfig) -> None:
-    """Raise ``FileNotFoundError`` now if ``run.loss`` needs weights that are not here."""
-    from .losses import vgg19_weights_available, vgg19_weights_path
+    """:func:`maelib.runs.check_loss`."""
+    from . import runs
 
-    if run.loss == "combined" and not vgg19_weights_available():
-        raise FileNotFoundError(f"loss 'combined' needs the VGG19 weights at {vgg19_weights_path()} (torchvision "
-                                "downloads them on first use when online); or train with --loss mse")
+    runs.check_loss(run)
 
 
-def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "cpu",
-               normalizer: data.PixelNormalizer | None = None) -> LossFn | None:
-    """``None`` for the model's own masked MSE, or a ``loss_fn(model, imgs)`` for :func:`fit`.
+def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "cpu", normalizer=None):
+    """:func:`maelib.runs.build_loss`."""
+    from . import runs
 
-    ``normalizer``: the one :func:`load_data` returned, if the images are standardised (the
-    perceptual network is then given pixels again)."""
-    if run.loss == "mse":
-        return None
-    from .losses import CombinedLoss
-
-    check_loss(run)
-    criterion = CombinedLoss(model.patch_size, norm_pix=model.norm_pix_loss, normalizer=normalizer).to(device)
-    mask = dict(run.train.mask)
-
-    def combined(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
-        _, pred, masked = model(imgs, **mask)
-        return criterion(pred, imgs, masked)
-
-    return combined
+    return runs.build_loss(run, model, device, normalizer)
 
 
 def replace(run: RunConfig, **changes: Any) -> RunConfig:
@@ -407,5 +313,5 @@ def as_dict(run: RunConfig) -> dict[str, Any]:
     return to_plain(run)
 
 
-__all__ = ["CONFIGS", "DATASETS", "LOSSES", "RunConfig", "as_dict", "batch_plan", "build_loss", "check_loss",
-           "build_model", "describe", "get_config", "learning_rate", "load_data", "replace"]
+__all__ = ["CONFIGS", "DATASETS", "LOSSES", "RunConfig", "as_dict", "batch_plan", "describe", "get_config",
+           "learning_rate", "replace"]

@@ -49,7 +49,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -66,6 +66,9 @@ from .loggers import Logger
 from .optim import SCHEDULES, lr_factor, make_optimizer, make_scheduler, param_groups  # noqa: F401 (API)
 from .precision import AMP_MODES, cpu_has_native_bf16, cuda_has_native_bf16, describe_amp, resolve_amp  # noqa: F401
 from .presets import default_device
+
+if TYPE_CHECKING:
+    from .normalize import PixelNormalizer
 
 # One value per epoch under "epoch", "train_loss" (mean over the epoch's steps), "val_loss" (NaN
 # without a val_loader), "lr" (at the end of the epoch) and "epoch_time" (seconds, with validation).
@@ -238,7 +241,8 @@ def _resume(last: Path, model: nn.Module, optimizer, scheduler, scaler, config: 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = None,
         config: TrainConfig | None = None, *, loss_fn: LossFn | None = None,
-        device: torch.device | str | None = None, logger: Logger | None = None) -> History:
+        device: torch.device | str | None = None, logger: Logger | None = None,
+        normalizer: PixelNormalizer | None = None, recipe: dict[str, Any] | None = None) -> History:
     """Train ``model`` in place and return its history (one value per epoch, ready to plot).
 
     Args:
@@ -251,6 +255,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
             e.g. to add a perceptual loss.
         device: where to train (default: :func:`default_device`); the model is moved there.
         logger: e.g. :class:`~maelib.loggers.TensorBoardLogger`; fit flushes it but does not close it.
+        normalizer / recipe: written into every checkpoint with the architecture, so that
+            ``last.pt`` alone gives back a ready model (:func:`maelib.runs.load_run`): the
+            :class:`~maelib.normalize.PixelNormalizer` the inputs were standardised with, and the
+            named recipe (:func:`maelib.runs.recipe_record`). fit itself uses neither.
 
     In a process group of several processes (torchrun, see :mod:`maelib.distributed`), every
     process calls ``fit`` with its own ``device`` and its share of the data; the model is trained
@@ -349,7 +357,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 history.setdefault(key, []).append(value)
             if last is not None and main:
                 save_checkpoint(last, model, optimizer, scheduler, scaler, epoch=epoch + 1, history=history,
-                                config=config, world_size=world)
+                                config=config, normalizer=normalizer, recipe=recipe, world_size=world)
             logger.log({"train/epoch_loss": row["train_loss"], "epoch": epoch + 1, "epoch_time": row["epoch_time"]}
                        | ({"val/loss": val_loss} if val_loader is not None else {}), step)
             logger.flush()

@@ -45,12 +45,22 @@ def create_model(name: str, **overrides) -> MaskedAutoencoder:
     return MODEL_CONFIGS[name](**overrides)
 
 
+def build_model(architecture: dict) -> MaskedAutoencoder:
+    """The model that :meth:`MaskedAutoencoder.architecture` describes (with fresh weights)."""
+    classes = {cls.__name__: cls for cls in (MaskedAutoencoderViT, MaskedAutoencoderMLP)}
+    name = architecture.get("class") if isinstance(architecture, dict) else None
+    if name not in classes:
+        raise ValueError(f"cannot rebuild a model from {architecture!r}: expected {{'class': one of "
+                         f"{sorted(classes)}, 'kwargs': {{...}}}}")
+    return classes[name](**architecture.get("kwargs", {}))
+
+
 mae_vit_base_patch16 = MODEL_CONFIGS["mae_vit_base_patch16"]
 mae_vit_large_patch16 = MODEL_CONFIGS["mae_vit_large_patch16"]
 mae_vit_huge_patch14 = MODEL_CONFIGS["mae_vit_huge_patch14"]
 
 __all__ = [
     "MODEL_CONFIGS", "MAEClassifier", "MaskedAutoencoder", "MaskedAutoencoderMLP", "MaskedAutoencoderViT",
-    "create_model", "interpolate_pos_embed", "mae_vit_base_patch16", "mae_vit_huge_patch14",
+    "build_model", "create_model", "interpolate_pos_embed", "mae_vit_base_patch16", "mae_vit_huge_patch14",
     "mae_vit_large_patch16", "sincos_2d",
 ]

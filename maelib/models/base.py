@@ -35,6 +35,17 @@ class MaskedAutoencoder(nn.Module):
         self.grid_size = check_patch_size(*self.img_size, patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
+    def architecture(self) -> dict:
+        """What rebuilds this model, as plain data: ``{"class": ..., "kwargs": constructor arguments}``.
+
+        Read off the modules as they are now (after ``resize_pos_embed`` or added blocks too);
+        checkpoints store it, and :func:`maelib.models.build_model` turns it back into a model.
+        """
+        return {"class": type(self).__name__, "kwargs": self._constructor_kwargs()}
+
+    def _constructor_kwargs(self) -> dict:
+        raise NotImplementedError
+
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, N, p*p*C)``."""
         return patchify(imgs, self.patch_size)

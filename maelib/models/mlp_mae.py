@@ -51,6 +51,13 @@ class MaskedAutoencoderMLP(MaskedAutoencoder):
             nn.Linear(decoder_hidden_dim, n * patch_dim),
         )
 
+    def _constructor_kwargs(self) -> dict:
+        c = self.in_chans  # the buffers repeat the per-channel values in a patch's (row, col, channel) order
+        return dict(img_size=self.img_size, patch_size=self.patch_size, in_chans=c,
+                    hidden_dim=self.encoder[0].out_features, latent_dim=self.encoder[4].out_features,
+                    decoder_hidden_dim=self.decoder[0].out_features, pixel_mean=self.pixel_mean[:c].tolist(),
+                    pixel_std=self.pixel_std[:c].tolist(), norm_pix_loss=self.norm_pix_loss)
+
     def forward_encoder(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, latent_dim)`` from the visible patches only."""
         patches = (self.patchify(imgs) - self.pixel_mean) / self.pixel_std  # (B, N, p*p*C), standardised

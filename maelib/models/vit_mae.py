@@ -66,6 +66,14 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         nn.init.normal_(self.mask_token, std=0.02)
         self.apply(self._init_module)
 
+    def _constructor_kwargs(self) -> dict:
+        first, decoder_first = self.blocks[0], self.decoder_blocks[0]
+        return dict(img_size=self.img_size, patch_size=self.patch_size, in_chans=self.in_chans,
+                    embed_dim=self.embed_dim, depth=len(self.blocks), num_heads=first.attn.num_heads,
+                    decoder_embed_dim=self.decoder_embed_dim, decoder_depth=len(self.decoder_blocks),
+                    decoder_num_heads=decoder_first.attn.num_heads,
+                    mlp_ratio=first.mlp.fc1.out_features / self.embed_dim, norm_pix_loss=self.norm_pix_loss)
+
     @staticmethod
     def _init_module(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):

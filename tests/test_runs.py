@@ -1,0 +1,187 @@
+"""Runs and checkpoints: one self-contained checkpoint format that loads back into a ready model however it
+was trained (fit, save_checkpoint, `maelib train`, the lessons' older files); the recipe's test split; and
+clear errors for damaged or unsafe files."""
+
+import argparse
+import dataclasses
+import datetime
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from maelib import configs, runs
+from maelib.__main__ import main
+from maelib.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from maelib.data import ImageSet, PixelNormalizer
+from maelib.models import MaskedAutoencoderMLP, MaskedAutoencoderViT, build_model, create_model
+from maelib.pretrained import add_encoder_blocks
+from maelib.train import TrainConfig, fit, make_loader
+
+TINY = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+            decoder_num_heads=2)
+
+
+def same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MaskedAutoencoderViT(**TINY, norm_pix_loss=True),
+    lambda: MaskedAutoencoderViT(img_size=(16, 24), patch_size=8, embed_dim=32, depth=1, num_heads=4,
+                                 decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0),
+    lambda: MaskedAutoencoderMLP(img_size=12, patch_size=6, hidden_dim=32, latent_dim=8, decoder_hidden_dim=16,
+                                 pixel_mean=(0.1, 0.2, 0.3), pixel_std=(0.3, 0.2, 0.1)),
+])
+def test_the_architecture_rebuilds_the_same_model(make):
+    torch.manual_seed(0)
+    model = make()
+    again = build_model(model.architecture())
+    again.load_state_dict(model.state_dict(), strict=True)  # same names, same shapes
+    assert again.architecture() == model.architecture()
+    imgs = torch.rand(2, model.in_chans, *model.img_size)
+    noise = torch.rand(2, model.num_patches)
+    torch.testing.assert_close(again(imgs, noise=noise)[0], model(imgs, noise=noise)[0])
+
+
+def test_the_architecture_follows_resized_positions_and_added_blocks():
+    model = MaskedAutoencoderViT(**TINY)
+    model.resize_pos_embed(24)
+    add_encoder_blocks(model, 1)
+    kwargs = model.architecture()["kwargs"]
+    assert kwargs["img_size"] == (24, 24) and kwargs["depth"] == 3
+    build_model(model.architecture()).load_state_dict(model.state_dict(), strict=True)
+    with pytest.raises(ValueError, match="cannot rebuild a model"):
+        build_model({"class": "Transformer", "kwargs": {}})
+
+
+def test_fits_last_checkpoint_alone_gives_back_the_model_and_its_normaliser(tmp_path):
+    torch.manual_seed(0)
+    model = MaskedAutoencoderViT(**TINY)
+    images = torch.rand(16, 3, 16, 16)
+    norm = PixelNormalizer.fit(images)
+    recipe = {"name": "tiny", "preset": "smoke", "overrides": {"epochs": 2}}
+    history = fit(model, make_loader(norm(images), 8), config=TrainConfig(epochs=2, progress=False, amp="off",
+                                                                          checkpoint_dir=tmp_path), device="cpu",
+                  normalizer=norm, recipe=recipe)
+    for source in (tmp_path, tmp_path / "last.pt"):  # the run folder or the file
+        loaded = runs.load_run(source)
+        assert same_weights(loaded.model, model) and not loaded.model.training
+        assert loaded.normalizer == norm and loaded.recipe == recipe and loaded.epoch == 2
+        assert loaded.history["train_loss"] == history["train_loss"]
+    assert read_checkpoint(tmp_path / "last.pt", "cpu")["format"] == 2
+
+
+def test_a_saved_checkpoint_keeps_metrics_and_the_lessons_older_files_still_load(tmp_path):
+    model = create_model("mae_vit_small_faces64", depth=1, decoder_depth=1)
+    save_checkpoint(tmp_path / "new.pt", model, epoch=3, metrics={"masked_psnr": 17.5})
+    loaded = runs.load_run(tmp_path / "new.pt")
+    assert same_weights(loaded.model, model) and loaded.metrics == {"masked_psnr": 17.5} and loaded.normalizer is None
+    # a lesson checkpoint rendered before the architecture was stored: model_config and normalizer entries
+    old = {"epoch": 1, "model": model.state_dict(), "model_config": {"name": "mae_vit_small_faces64", "depth": 1,
+                                                                     "decoder_depth": 1},
+           "normalizer": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}}
+    torch.save(old, tmp_path / "old.pt")
+    loaded = runs.load_run(tmp_path / "old.pt")
+    assert same_weights(loaded.model, model) and loaded.normalizer == PixelNormalizer((0.5, 0.4, 0.3), (0.2,) * 3)
+    torch.save({"model": model.state_dict()}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="does not say which model"):
+        runs.load_run(tmp_path / "bare.pt")
+    with pytest.raises(FileNotFoundError, match="has no last.pt"):
+        runs.load_run(tmp_path)
+
+
+def test_the_command_lines_run_folder_loads_with_its_normaliser_and_recipe(tmp_path):
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "images.npy", np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8))
+    out = tmp_path / "run"
+    main(["train", "--config", "lesson02_vit_faces", "--preset", "smoke", "--data-folder", str(folder),
+          "--img-size", "16", "--patch-size", "4", "--epochs", "1", "--batch-size", "8", "--amp", "off",
+          "--device", "cpu", "--out", str(out)])
+    loaded = runs.load_run(out)
+    assert loaded.recipe["name"] == "lesson02_vit_faces" and loaded.recipe["preset"] == "smoke"
+    assert loaded.recipe["overrides"]["img_size"] == 16 and loaded.recipe["overrides"]["dataset"] == "npy"
+    assert "batch_size" in loaded.recipe["overrides"] and "name" not in loaded.recipe["overrides"]
+    assert isinstance(loaded.normalizer, PixelNormalizer)  # the recipe standardises its inputs
+    imgs = torch.rand(2, 3, 16, 16)
+    out_imgs = loaded.model.reconstruct(imgs, loaded.model.make_mask(imgs), normalizer=loaded.normalizer)
+    assert out_imgs.shape == imgs.shape and torch.isfinite(out_imgs).all()
+
+
+def test_the_test_split_is_returned_held_out_and_stratified():
+    labels = torch.tensor([0] * 60 + [1] * 40)
+    images = ImageSet(torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8), labels=labels,
+                      paths=[f"{i}.jpg" for i in range(100)])
+    run = dataclasses.replace(configs.get_config("tiny", "smoke"), val_fraction=0.1, test_fraction=0.2)
+    train, val, test = runs._split(images, run)
+    assert (len(train), len(val), len(test)) == (70, 10, 20)
+    assert test.labels.tolist().count(1) == 8  # 40% of the test images, as in the whole set
+    seen = {p for part in (train, val) for p in part.paths}
+    assert not seen & set(test.paths)  # never trained or validated on
+    run = dataclasses.replace(run, test_fraction=0.0)
+    assert runs._split(images, run)[2] is None
+
+
+def test_recipe_record_names_only_what_differs_from_the_recipe():
+    run = configs.replace(configs.get_config("lesson01_mlp_cats_dogs", "cpu"), epochs=3, batch_size=32)
+    record = runs.recipe_record(run)
+    assert record == {"name": "lesson01_mlp_cats_dogs", "preset": "cpu",
+                      "overrides": {"batch_size": 32, "train.epochs": 3}}
+
+
+# --------------------------------------------------------------------------- bad files, clear errors
+@pytest.fixture
+def good(tmp_path):
+    return save_checkpoint(tmp_path / "good.pt", MaskedAutoencoderViT(**TINY), epoch=1)
+
+
+def test_a_truncated_checkpoint_is_called_damaged_and_named(tmp_path, good):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=f"checkpoint {cut} is damaged.*delete it and resume"):
+        read_checkpoint(cut, "cpu")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt is empty"):
+        runs.load_run(tmp_path / "empty.pt")
+
+
+def test_other_files_are_not_checkpoints_and_unsafe_ones_are_refused_without_bad_advice(tmp_path):
+    (tmp_path / "notes.pt").write_text("these are my notes")
+    with pytest.raises(CheckpointError, match="notes.pt is not a PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "notes.pt", "cpu")
+    torch.save({"model": {}, "args": argparse.Namespace(lr=0.1), "when": datetime.date(2021, 11, 11)},
+               tmp_path / "obj.pt")  # a class weights_only does not allow
+    with pytest.raises(CheckpointError, match="does not load safely") as err:
+        read_checkpoint(tmp_path / "obj.pt", "cpu")
+    assert "weights_only=False:" not in str(err.value).replace("with weights_only=False", "")
+
+
+def test_save_checkpoint_refuses_what_it_could_not_load_back(tmp_path):
+    model = MaskedAutoencoderViT(**TINY)
+    for value in (np.float32(1.5), tmp_path, {"nested": np.int64(3)}):
+        with pytest.raises(TypeError, match="could not be loaded back with weights_only=True"):
+            save_checkpoint(tmp_path / "x.pt", model, note=value)
+    assert not (tmp_path / "x.pt").exists()
+    save_checkpoint(tmp_path / "x.pt", model, note={"minutes": 1.5, "path": str(tmp_path), "ids": (1, 2)})
+    assert read_checkpoint(tmp_path / "x.pt", "cpu")["note"]["ids"] == (1, 2)
+
+
+def test_an_interrupted_saves_temp_file_is_removed_by_the_next_save(tmp_path):
+    orphan = tmp_path / ".last.pt.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.pt.x.tmp"  # another file's: left alone
+    other.write_bytes(b"x")
+    save_checkpoint(tmp_path / "last.pt", MaskedAutoencoderViT(**TINY))
+    assert not orphan.exists() and other.exists() and (tmp_path / "last.pt").exists()
+
+
+def test_the_nan_stop_says_when_no_checkpoint_was_written(tmp_path):
+    model = MaskedAutoencoderViT(**TINY)
+    with torch.no_grad():
+        model.decoder_pred.bias.fill_(math.nan)
+    config = TrainConfig(epochs=1, progress=False, amp="off", checkpoint_dir=tmp_path)
+    with pytest.raises(FloatingPointError, match="No checkpoint was written before it"):
+        fit(model, make_loader(torch.rand(8, 3, 16, 16), 4), config=config, device="cpu")

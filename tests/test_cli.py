@@ -170,17 +170,33 @@ def test_combined_loss_trains_through_fit(tmp_path, npy_folder, monkeypatch):
 
     from maelib import losses
 
+    calls = []  # per call of the perceptual term: its value, and whether gradients were being recorded
+
     class Stub(nn.Module):  # stands in for VGG19 (its weights are a 550 MB download)
         def forward(self, pred_imgs, target_imgs):
-            return (pred_imgs - target_imgs).abs().mean()
+            value = (pred_imgs - target_imgs).abs().mean()
+            calls.append((value.item(), torch.is_grad_enabled()))
+            return value
 
     monkeypatch.setattr(losses, "vgg19_weights_available", lambda *args, **kwargs: True)
     monkeypatch.setattr(losses, "VGGPerceptualLoss", Stub)
-    _, history = train(args_for(*TINY, "--data-folder", str(npy_folder), "--loss", "combined", "--mask-mode",
-                                "square", "--block-ratio", "0.25", "--epochs", "1", "--out", str(tmp_path)))
+    flags = [*TINY, "--data-folder", str(npy_folder), "--mask-mode", "square", "--block-ratio", "0.25",
+             "--epochs", "1"]
+    _, history = train(args_for(*flags, "--loss", "combined", "--out", str(tmp_path / "combined")))
     assert np.isfinite(history["train_loss"][0]) and np.isfinite(history["val_loss"][0])
-    record = json.loads((tmp_path / "run.json").read_text())
+    record = json.loads((tmp_path / "combined" / "run.json").read_text())
     assert record["config"]["loss"] == "combined"
+    # one training batch (24 images), then one validation batch: the perceptual term is in the loss that is
+    # differentiated, and in the validation loss
+    assert [grad for _, grad in calls] == [True, False]
+
+    # the same run with the MSE alone sees the same images and masks, and the first step's loss is taken
+    # before any update: the combined run's is 0.6 x that MSE + 0.4 x the perceptual term
+    _, mse_history = train(args_for(*flags, "--loss", "mse", "--out", str(tmp_path / "mse")))
+    assert len(calls) == 2  # the MSE run did not use it
+    assert history["train_loss"][0] == pytest.approx(0.6 * mse_history["train_loss"][0] + 0.4 * calls[0][0],
+                                                     rel=1e-5)
+    assert history["train_loss"][0] != pytest.approx(mse_history["train_loss"][0], rel=1e-3)
 
 
 def test_normalize_inputs_standardises_with_the_training_images_statistics(tmp_path, npy_folder):

@@ -110,7 +110,15 @@ def test_given_mask_or_generator_makes_forward_reproducible():
     imgs = torch.rand(2, 3, 32, 32)
     a = model(imgs, generator=torch.Generator().manual_seed(5))
     b = model(imgs, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    # a ready mask is used as it is: the one the generator drew gives the same output again
+    m = random_masking(2, model.grid_size, 0.75, generator=torch.Generator().manual_seed(5))
+    given = model(imgs, mask=m)
+    assert torch.equal(given[2], m.mask) and torch.equal(given[2], a[2])
+    assert torch.equal(given[0], a[0]) and torch.equal(given[1], a[1])
+    # and another seed draws another mask, so another prediction
+    c = model(imgs, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(c[2], a[2]) and not torch.allclose(c[1], a[1])
 
 
 def test_reconstruct_is_the_unpatchified_prediction_in_batches_and_in_pixels():

@@ -339,3 +339,54 @@ def test_atomic_save_cleans_up_when_replace_fails(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "last.pt", tiny_vit(seed=1), epoch=2)
     assert os.listdir(tmp_path) == ["last.pt"]
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_fp16_trains_on_the_cpu_with_an_enabled_gradient_scaler(monkeypatch):
+    scalers = []
+
+    class RecordingScaler(torch.amp.GradScaler):  # fit's scaler, counting the losses it scales
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.scaled = 0
+            scalers.append(self)
+
+        def scale(self, outputs):
+            self.scaled += 1
+            return super().scale(outputs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", RecordingScaler)
+    model, reference = tiny_vit(), tiny_vit()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = dict(epochs=2, mask={"noise": fixed_noise()})
+    history = fit(model, make_loader(toy_data(16), 8), config=quiet(amp="fp16", **cfg), device="cpu")
+    [scaler] = scalers
+    assert scaler.is_enabled() and scaler.scaled == 4  # 2 epochs of 2 batches: every loss scaled up
+    assert all(math.isfinite(loss) for loss in history["train_loss"])
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert {k for k, p in model.named_parameters() if p.requires_grad} <= changed
+    # the same run in float32 (no scaler): fp16 rounding shows in the losses, and only to fp16's precision
+    scalers.clear()
+    fp32 = fit(reference, make_loader(toy_data(16), 8), config=quiet(**cfg), device="cpu")
+    assert not scalers[0].is_enabled()
+    assert history["train_loss"][0] != fp32["train_loss"][0]  # the first step, before any update
+    assert history["train_loss"] == pytest.approx(fp32["train_loss"], rel=1e-3)
+
+
+def test_compiled_model_trains_like_the_eager_one():
+    from torch._dynamo.utils import counters
+
+    # inductor draws its own random numbers: the masks are given, so both runs see the same ones
+    cfg = dict(epochs=1, mask={"noise": fixed_noise()})
+    val = DataLoader(toy_data(8, seed=1), 8)
+    eager = fit(tiny_vit(), make_loader(toy_data(16), 8), val, quiet(**cfg), device="cpu")
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        compiled = fit(tiny_vit(), make_loader(toy_data(16), 8), val, quiet(compile=True, **cfg), device="cpu")
+        graphs = counters["stats"]["unique_graphs"]
+    finally:
+        torch._dynamo.reset()  # drop the compiled code
+    assert graphs >= 1  # the training steps ran through torch.compile
+    assert math.isfinite(compiled["train_loss"][0])
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-4)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)  # after the same updates

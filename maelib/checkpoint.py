@@ -138,7 +138,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     Args:
         epoch: the number of *completed* epochs.
         config: the training settings (a dataclass or dict), stored as a plain dict.
-        normalizer: the :class:`~maelib.normalize.PixelNormalizer` the inputs were standardised with.
+        normalizer: the :class:`~maelib.normalize.PixelNormalizer` the inputs were standardised with
+            (or its ``{"mean": ..., "std": ...}``).
         recipe: ``{"name": ..., "preset": ..., "overrides": {...}}`` when the run follows a named recipe.
         metrics: final scores, e.g. ``{"masked_psnr": 17.5}``.
         extra: more entries, stored as they are: tensors and plain data only (``TypeError`` otherwise,
@@ -158,8 +159,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "epoch": int(epoch),
         "model": inner.state_dict(),
         "architecture": to_plain(inner.architecture()) if hasattr(inner, "architecture") else None,
-        "normalizer": {"mean": list(normalizer.mean), "std": list(normalizer.std)} if normalizer is not None
-        else None,
+        "normalizer": _normalizer_record(normalizer),
         "recipe": to_plain(recipe),
         "metrics": to_plain(metrics or {}),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -172,6 +172,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         **extra,
     }
     return atomic_save(checkpoint, path)
+
+
+def _normalizer_record(normalizer: Any) -> dict[str, list[float]] | None:
+    """``{"mean": [...], "std": [...]}`` from a PixelNormalizer (or such a dict already), or None."""
+    if normalizer is None:
+        return None
+    mean, std = (normalizer["mean"], normalizer["std"]) if isinstance(normalizer, dict) else \
+        (normalizer.mean, normalizer.std)
+    return {"mean": [float(m) for m in mean], "std": [float(v) for v in std]}
 
 
 def clean_key(key: str) -> str:

@@ -64,6 +64,7 @@ from torch import nn
 from maelib.data import ImageTensorDataset, train_transforms
 from maelib.models import MaskedAutoencoderViT, create_model
 from maelib.models.attention import attention, choose, use_attention
+from maelib.models.transformer import PatchEmbed
 from maelib.train import cpu_has_native_bf16, cuda_has_native_bf16, make_loader, make_optimizer
 
 BUSY_THRESHOLD = 0.10  # other processes taking more than this fraction of the CPUs we use -> NOISY
@@ -474,6 +475,28 @@ def time_attention(shape: tuple[int, int, int, int], dtype: torch.dtype, device:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def time_patch_embedding(c: Bench, batch: int, dtype: torch.dtype, device: torch.device,
+                         reps: int) -> dict[str, float]:
+    """Median seconds of the patch embedding, forward + backward (weight gradients), as the convolution that
+    timm and facebookresearch/mae run and as maelib's linear layer on patchified images, interleaved."""
+    embed = PatchEmbed((c.img, c.img), c.patch, 3, c.dim).to(device)
+    imgs = torch.rand(batch, 3, c.img, c.img, generator=torch.Generator().manual_seed(0)).to(device)
+    ways = {"conv": lambda: embed.proj(imgs).flatten(2).transpose(1, 2), "linear": lambda: embed(imgs)}
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for rep in range(reps + 2):
+        for name, way in ways.items():
+            sync(device)
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                out = way()
+            out.float().sum().backward()
+            sync(device)
+            if rep >= 2:
+                times[name].append(time.perf_counter() - start)
+            embed.zero_grad(set_to_none=True)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def attention_table(c: Bench, batch: int, device: torch.device, reps: int,
                     dtypes: tuple[torch.dtype, ...]) -> list[dict]:
     """SDPA vs the explicit products at the configuration's encoder and decoder shapes, and maelib's choice."""
@@ -494,6 +517,13 @@ def attention_table(c: Bench, batch: int, device: torch.device, reps: int,
               f"{r['dtype']:<9}"
               f"  SDPA {r['sdpa_ms']:8.2f} ms  explicit {r['explicit_ms']:8.2f} ms  -> maelib uses {r['chosen']}"
               + ("" if r["chosen_is_faster"] else "  (NOT the faster one here)"))
+    for dtype in dtypes:  # the patch embedding: a convolution, or the same numbers as a linear layer
+        t = time_patch_embedding(c, batch, dtype, device, reps)
+        rows.append({"part": "patch embedding", "dtype": str(dtype).removeprefix("torch."),
+                     "conv_ms": t["conv"] * 1e3, "linear_ms": t["linear"] * 1e3})
+        r = rows[-1]
+        print(f"    patch embedding {c.img} px / {c.patch}  {r['dtype']:<9}  conv {r['conv_ms']:8.2f} ms  "
+              f"linear {r['linear_ms']:8.2f} ms  -> maelib uses linear")
     return rows
 
 
@@ -748,7 +778,7 @@ def goals(results: list[dict]) -> list[tuple[str, bool, str]]:
                         f"bf16 / fp32 = {m['maelib bf16']['vs_fp32']:.2f}; amp='auto' picks "
                         f"{'bf16' if r['native_bf16'] else 'float32'} here"))
         if r.get("attention"):
-            wrong = [f"{a['part']} {a['dtype']}" for a in r["attention"] if not a["chosen_is_faster"]]
+            wrong = [f"{a['part']} {a['dtype']}" for a in r["attention"] if not a.get("chosen_is_faster", True)]
             out.append((f"{r['config']}: the attention rule picks the faster implementation", not wrong,
                         "every shape and dtype (within 5%)" if not wrong else "slower choice for " + ", ".join(wrong)))
         if r["config"] == "base224":

@@ -41,8 +41,9 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
     """AdamW over :func:`param_groups`, with PyTorch's fused kernel where it has one for the device.
 
     The fused kernel updates every parameter in one operation instead of a dozen per tensor: the
-    same update (to float rounding), and on a CPU it took the ViT-B/16 step from 4.7 to 6.0 images/s
-    in bf16 (benchmarks/train_step.py). Torch versions or devices without it get the usual AdamW.
+    same update (to float rounding), and on a CPU a smaller share of a bf16 step, where the matrix
+    products have become cheap (README, Performance). Torch versions or devices without it get the
+    usual AdamW.
     """
     try:
         return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=True)

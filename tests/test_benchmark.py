@@ -40,7 +40,10 @@ def test_benchmark_reports_every_model_with_equal_parameter_counts(tmp_path):
         assert result["models"][name]["vs_fp32"] > 0 and result["models"][name]["precision"] == "bf16"
     parts = {(row["part"], row["dtype"]) for row in result["attention"]}
     assert ("encoder", "float32") in parts and ("decoder", "float32") in parts
-    assert all(row["chosen"] in ("sdpa", "explicit") and row["sdpa_ms"] > 0 for row in result["attention"])
+    attention = [row for row in result["attention"] if row["part"] != "patch embedding"]
+    assert all(row["chosen"] in ("sdpa", "explicit") and row["sdpa_ms"] > 0 for row in attention)
+    embedding = [row for row in result["attention"] if row["part"] == "patch embedding"]
+    assert embedding and all(row["conv_ms"] > 0 < row["linear_ms"] for row in embedding)
     assert "maelib uses" in out and "=== goals" in out
 
 
@@ -52,5 +55,6 @@ def test_attention_only_table_covers_every_configuration(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = json.loads(out_json.read_text())["attention"]
     # faces64: 16 visible patches + cls in the encoder, 64 patches + cls in the decoder
-    assert {(r["part"], r["tokens"]) for r in rows["faces64"]} == {("encoder", 17), ("decoder", 65)}
+    assert {(r["part"], r.get("tokens")) for r in rows["faces64"]} == {("encoder", 17), ("decoder", 65),
+                                                                       ("patch embedding", None)}
     assert "img/s" not in run.stdout  # no training steps

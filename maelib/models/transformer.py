@@ -81,8 +81,8 @@ class PatchEmbed(nn.Module):
     A convolution with kernel = stride = patch size is exactly a shared linear layer per patch.
     The weights are stored as that convolution's (``proj``, the name and shape of every ViT
     checkpoint), and applied as the linear layer on :func:`~maelib.patches.patchify`'s output:
-    the same numbers, and 1.1x (float32) to 3.5x (bfloat16) faster on a CPU than the convolution
-    (measured at the faces64 and base224 shapes, forward + backward).
+    the same numbers, and faster on a CPU than the convolution, in bf16 most of all
+    (``benchmarks/train_step.py --attention-only`` times both).
     """
 
     def __init__(self, img_size: tuple[int, int], patch_size: int, in_chans: int, embed_dim: int):

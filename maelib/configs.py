@@ -16,7 +16,7 @@ name                     lesson model                 data                      
 tiny                     --     2-block ViT, 32 px    cats and dogs               random 75%
 lesson01_mlp_cats_dogs   01     MLP-MAE, 48 px        cats and dogs               random 75%
 lesson02_vit_faces       02     ViT-MAE, 64 / 256 px  CelebA faces                random 75%
-lesson04_facades_block   04     seed 001's ViT        CMP facades                 block, half the rows
+lesson04_facades_block   04     ViT-MAE, 64 / 224 px  CMP facades                 block, half the rows
 paper_vit_base           --     ViT-B/16, 224 px      an ImageNet-style folder    random 75%, norm_pix
 ======================== ====== ===================== =========================== ======================
 
@@ -140,9 +140,7 @@ def tiny(preset: str) -> RunConfig:
     """A 2-block ViT on 32x32 cats and dogs: try the command (and torchrun) in a minute on a CPU."""
     epochs = _by_preset(preset, smoke=1, cpu=10, gpu=10)
     return RunConfig(
-        name="tiny", model="mae_vit_tiny_patch2_32", img_size=32, patch_size=4, dataset="cats_dogs",
-        model_kwargs=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32, decoder_depth=1,
-                          decoder_num_heads=4),
+        name="tiny", model="mae_vit_micro_patch4_32", img_size=32, dataset="cats_dogs",
         subset=_by_preset(preset, smoke=256, cpu=None, gpu=None), val_fraction=0.2,
         batch_size=64, blr=4e-3,  # lr 1e-3 at batch 64
         train=TrainConfig(epochs=epochs, warmup_epochs=1, schedule="cosine", mask={"mask_ratio": 0.75}))
@@ -161,16 +159,14 @@ def lesson01_mlp_cats_dogs(preset: str) -> RunConfig:
 
 
 def lesson02_vit_faces(preset: str) -> RunConfig:
-    """Lesson 02: a small ViT-MAE on CelebA faces (64 px, patch 8; gpu: 256 px, patch 16), 75% random masking.
+    """Lesson 02: a small ViT-MAE on CelebA faces (64 px, patch 8; gpu 256 px, patch 16), 75% random masks.
 
     Like the notebook, it standardises the inputs with the training faces' per-channel statistics.
     """
     big = preset == "gpu"  # the lesson's 256 px geometry: encoder 384 x 12, decoder 256 x 4
     return RunConfig(
-        name="lesson02_vit_faces", model="mae_vit_small_faces64", dataset="faces", data_kwargs={"variant": "celeba"},
-        img_size=256 if big else 64, patch_size=16 if big else 8,
-        model_kwargs=dict(embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_depth=4,
-                          decoder_num_heads=8) if big else {},
+        name="lesson02_vit_faces", model="mae_vit_small_faces256" if big else "mae_vit_small_faces64",
+        dataset="faces", data_kwargs={"variant": "celeba"}, img_size=256 if big else 64,
         augment={"crop_scale": None, "hflip": True},  # aligned faces: flips only, no crops
         normalize_inputs=True,
         split="random", val_fraction=0.1, test_fraction=0.1,  # the lesson's 80 / 10 / 10 split
@@ -182,8 +178,10 @@ def lesson02_vit_faces(preset: str) -> RunConfig:
 
 
 def lesson04_facades_block(preset: str) -> RunConfig:
-    """Lesson 04's block-masked facade model: seed 001's ViT (gpu: 224 px, patch 16, 256 x 12 / 256 x 6) or
-    the lesson's small cpu version (64 px, patch 8, 192 x 6 / 128 x 2), half the rows masked, MSE + perceptual.
+    """Lesson 04: a ViT-MAE on CMP facades with half the rows masked (64 px; gpu 224 px), MSE + perceptual loss.
+
+    The gpu preset's model is 224 px, patch 16, encoder 256 x 12, decoder 256 x 6; the cpu and smoke
+    presets' is 64 px, patch 8, encoder 192 x 6, decoder 128 x 2.
 
     Like the notebook, it standardises the inputs with the training facades' statistics; the
     notebook also decodes the photos 1.5x larger for the random crops, this configuration crops

@@ -6,6 +6,7 @@ The command line (``maelib train``) and the lessons both go through it::
     run = configs.get_config("lesson02_vit_faces", preset="cpu")
     parts = runs.load_data(run)                 # train / val / test, the normaliser
     model = runs.build_model(run, **parts.from_data)
+    trained = runs.train_or_load(run)           # train it (or load it: checkpoints/lesson02_vit_faces-cpu.pt)
     loaded = runs.load_run("runs/lesson02_vit_faces")   # a checkpoint or a run folder -> a ready model
 
 A checkpoint written by :func:`maelib.train.fit` (``last.pt``) or by :func:`maelib.checkpoint.save_checkpoint`
@@ -14,7 +15,10 @@ holds the architecture, the normaliser and the recipe, so :func:`load_run` needs
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +29,14 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from . import data
-from .checkpoint import load_weights, read_checkpoint
-from .configs import RunConfig, as_dict, get_config
+from .checkpoint import load_weights, read_checkpoint, save_checkpoint
+from .configs import RunConfig, as_dict, batch_plan, get_config, learning_rate
+from .course import REPO_ROOT
+from .loggers import Logger
 from .models import build_model as build_from_architecture
 from .models import create_model
 from .normalize import PixelNormalizer
-from .train import LossFn
+from .train import LossFn, fit, make_loader
 
 
 # --------------------------------------------------------------------------- data, model, loss
@@ -243,3 +249,70 @@ def load_run(source: str | os.PathLike, *, device: torch.device | str = "cpu") -
                      path=path, epoch=checkpoint.get("epoch", 0), recipe=checkpoint.get("recipe"),
                      history=checkpoint.get("history") or {}, metrics=checkpoint.get("metrics") or {},
                      checkpoint=checkpoint)
+
+
+# --------------------------------------------------------------------------- train, or load what was trained
+@dataclass
+class TrainedRun(LoadedRun):
+    """:class:`LoadedRun`, and how it came about: trained now (``minutes`` of training) or loaded."""
+
+    loaded: bool = False
+    minutes: float = 0.0
+    data: RunData | None = field(default=None, repr=False)
+
+
+def checkpoint_path(run: RunConfig) -> Path:
+    """Where :func:`train_or_load` keeps a recipe's trained model: ``checkpoints/<name>-<preset>.pt``."""
+    return REPO_ROOT / "checkpoints" / f"{run.name}-{run.preset or 'custom'}.pt"
+
+
+def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reuse: bool = True,
+                  data: RunData | None = None, device: torch.device | str | None = None,
+                  logger: Logger | None = None, progress: bool = True) -> TrainedRun:
+    """The recipe's trained model: loaded when ``path`` already holds it, else trained and saved there.
+
+    Args:
+        run: the recipe (:func:`maelib.configs.get_config`, maybe changed with ``configs.replace``).
+        path: the checkpoint (default :func:`checkpoint_path`). With ``reuse``, a checkpoint there of
+            the same recipe (name, preset and changes) is loaded instead of training; one of another
+            recipe is trained over, and said so. Without ``reuse`` the model is always trained.
+        data: the recipe's :func:`load_data`, if the caller has it already.
+        device / logger / progress: for :func:`maelib.train.fit`.
+
+    While it trains, ``fit`` writes ``<path without .pt>/last.pt`` after every epoch; with ``reuse``
+    an interrupted run continues from there. The learning rate follows the recipe's batch
+    (:func:`maelib.configs.learning_rate`).
+    """
+    path = Path(path) if path is not None else checkpoint_path(run)
+    recipe = recipe_record(run)
+    if reuse and path.exists():
+        loaded = load_run(path, device=device or "cpu")
+        if loaded.recipe == recipe:
+            print(f"loaded {path}: {loaded.epoch} epochs of {run.name} ({run.preset} preset)")
+            return TrainedRun(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(LoadedRun)},
+                              loaded=True, minutes=float(loaded.checkpoint.get("train_minutes", 0.0)), data=data)
+        print(f"{path} holds another recipe ({loaded.recipe}); training this one ({recipe})")
+    data = data or load_data(run, progress=progress)
+    torch.manual_seed(run.train.seed)
+    model = build_model(run, **data.from_data)
+    accum, global_batch = batch_plan(run, 1)
+    progress_dir = path.with_suffix("")  # fit's last.pt, epoch by epoch
+    if (progress_dir / "last.pt").exists() and (
+            not reuse or read_checkpoint(progress_dir / "last.pt", "cpu").get("recipe") != recipe):
+        shutil.rmtree(progress_dir)  # start afresh, not from an earlier run's (or another recipe's) last.pt
+    config = dataclasses.replace(run.train, lr=learning_rate(run, global_batch), accum_steps=accum,
+                                 checkpoint_dir=progress_dir, resume=reuse, progress=progress)
+    train_loader = make_loader(data.train, run.batch_size, shuffle=True, seed=run.train.seed, num_workers=run.workers)
+    val_loader = make_loader(data.val, run.val_batch_size, shuffle=False) if data.val is not None else None
+    device = torch.device(device) if device is not None else None
+    loss_fn = build_loss(run, model, device or "cpu", data.normalizer)
+    start = time.perf_counter()
+    history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=logger,
+                  normalizer=data.normalizer, recipe=recipe)
+    minutes = (time.perf_counter() - start) / 60
+    save_checkpoint(path, model, epoch=len(history["epoch"]), history=history, config=config,
+                    normalizer=data.normalizer, recipe=recipe, train_minutes=minutes)
+    print(f"trained {run.name} ({run.preset} preset) for {len(history['epoch'])} epochs in {minutes:.1f} min; "
+          f"saved {path}")
+    return TrainedRun(model=model.eval(), normalizer=data.normalizer, path=path, epoch=len(history["epoch"]),
+                      recipe=recipe, history=history, loaded=False, minutes=minutes, data=data)

@@ -185,3 +185,51 @@ def test_the_nan_stop_says_when_no_checkpoint_was_written(tmp_path):
     config = TrainConfig(epochs=1, progress=False, amp="off", checkpoint_dir=tmp_path)
     with pytest.raises(FloatingPointError, match="No checkpoint was written before it"):
         fit(model, make_loader(torch.rand(8, 3, 16, 16), 4), config=config, device="cpu")
+
+
+# --------------------------------------------------------------------------- train, or load what was trained
+@pytest.fixture
+def npy_recipe(tmp_path):
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "images.npy", np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
+    run = configs.get_config("lesson02_vit_faces", "smoke")  # a recipe that standardises its inputs
+    return configs.replace(run, dataset="npy", data_folder=str(folder), data_kwargs={}, img_size=16, patch_size=4,
+                           batch_size=8, subset=None, epochs=2, amp="off")
+
+
+def test_train_or_load_trains_saves_then_loads_the_same_recipe(tmp_path, npy_recipe, capsys):
+    path = tmp_path / "ckpt" / "faces.pt"
+    trained = runs.train_or_load(npy_recipe, path=path, device="cpu", progress=False)
+    assert not trained.loaded and trained.epoch == 2 and path.exists() and trained.minutes > 0
+    assert (len(trained.data.train), len(trained.data.val), len(trained.data.test)) == (32, 4, 4)
+    assert trained.recipe == runs.recipe_record(npy_recipe) and trained.recipe["overrides"]["train.epochs"] == 2
+    again = runs.train_or_load(npy_recipe, path=path, device="cpu", progress=False)
+    assert again.loaded and same_weights(again.model, trained.model) and again.normalizer == trained.normalizer
+    assert again.history == trained.history and again.minutes == pytest.approx(trained.minutes)
+    # another recipe at the same path is trained, not loaded, and said so
+    other = configs.replace(npy_recipe, epochs=1)
+    third = runs.train_or_load(other, path=path, device="cpu", progress=False)
+    assert not third.loaded and third.epoch == 1 and "holds another recipe" in capsys.readouterr().out
+    # reuse=False trains afresh even where the same recipe is saved: the same seed gives the same weights
+    fresh = runs.train_or_load(other, path=path, device="cpu", progress=False, reuse=False)
+    assert not fresh.loaded and same_weights(fresh.model, third.model)
+
+
+def test_an_interrupted_train_or_load_continues_from_its_last_epoch(tmp_path, npy_recipe):
+    path = tmp_path / "faces.pt"
+    # as if the notebook had stopped after epoch 1: last.pt of epoch 1 in the progress folder, no final file
+    first = runs.train_or_load(configs.replace(npy_recipe, epochs=1), path=tmp_path / "one.pt", device="cpu",
+                               progress=False)
+    (tmp_path / "faces").mkdir()
+    last = read_checkpoint(tmp_path / "one" / "last.pt", "cpu")
+    last["recipe"], last["config"]["epochs"] = runs.recipe_record(npy_recipe), 2
+    torch.save(last, tmp_path / "faces" / "last.pt")
+    resumed = runs.train_or_load(npy_recipe, path=path, device="cpu", progress=False)
+    assert resumed.history["train_loss"][0] == first.history["train_loss"][0]  # epoch 1 was not trained again
+    assert len(resumed.history["epoch"]) == 2 and resumed.epoch == 2 and resumed.path.exists()
+
+
+def test_checkpoint_paths_follow_the_recipe_and_preset():
+    assert runs.checkpoint_path(configs.get_config("lesson02_vit_faces", "gpu")).name == "lesson02_vit_faces-gpu.pt"
+    assert runs.checkpoint_path(configs.get_config("lesson02_vit_faces", "cpu")).parent.name == "checkpoints"

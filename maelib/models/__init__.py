@@ -26,14 +26,21 @@ MODEL_CONFIGS: dict[str, Callable[..., MaskedAutoencoder]] = {
                                      decoder_num_heads=16),
     "mae_vit_huge_patch14": partial(MaskedAutoencoderViT, patch_size=14, embed_dim=1280, depth=32,
                                     num_heads=16, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
-    # seed 001's facade model: 224 px, patch 16, dim 256, 12 x 4 heads encoder, 6 x 4 heads decoder
+    # the facade model of one of the projects this course grew from (lesson 04's gpu preset): 224 px, patch 16,
+    # width 256, encoder 12 blocks x 4 heads, decoder 6 x 4
     "mae_vit_facade_seed001": partial(MaskedAutoencoderViT, img_size=224, patch_size=16, embed_dim=256, depth=12,
                                       num_heads=4, decoder_embed_dim=256, decoder_depth=6, decoder_num_heads=4),
-    # small models that train on a laptop CPU
+    # IcarusWizard/MAE's CIFAR-10 model: 32 px, patch 2, width 192, 12 x 3 heads / 4 x 3 heads
     "mae_vit_tiny_patch2_32": partial(MaskedAutoencoderViT, img_size=32, patch_size=2, embed_dim=192, depth=12,
                                       num_heads=3, decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
+    # small models that train on a laptop CPU
+    "mae_vit_micro_patch4_32": partial(MaskedAutoencoderViT, img_size=32, patch_size=4, embed_dim=64, depth=2,
+                                       num_heads=4, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4),
     "mae_vit_small_faces64": partial(MaskedAutoencoderViT, img_size=64, patch_size=8, embed_dim=192, depth=6,
                                      num_heads=3, decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    # lesson 02's gpu geometry: 256 px, patch 16, width 384, 12 x 6 heads / 256 x 4 x 8 heads
+    "mae_vit_small_faces256": partial(MaskedAutoencoderViT, img_size=256, patch_size=16, embed_dim=384, depth=12,
+                                      num_heads=6, decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8),
     "mae_mlp_48": partial(MaskedAutoencoderMLP, img_size=48, patch_size=6),
 }
 

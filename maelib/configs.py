@@ -124,6 +124,9 @@ class RunConfig:
         if min(self.val_fraction, self.test_fraction) < 0 or self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"val_fraction and test_fraction must be >= 0 and leave images to train on, got "
                              f"{self.val_fraction} and {self.test_fraction}")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(f"subset must be >= 1, got {self.subset}: it is the number of training images kept "
+                             "(leave it out to keep them all)")
         if self.batch_size < 1 or (self.global_batch is not None and self.global_batch < 1):
             raise ValueError(f"need batch_size >= 1 and global_batch None or >= 1, got {self.batch_size}, "
                              f"{self.global_batch}")
@@ -237,6 +240,31 @@ def get_config(name: str, preset: str | None = None) -> RunConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     return dataclasses.replace(CONFIGS[name](preset), preset=preset)
+
+
+def summary(run: RunConfig, world_size: int = 1) -> str:
+    """The recipe in a few lines: what a lesson prints so that the reader sees what it trains."""
+    accum, global_batch = batch_plan(run, world_size)
+    t = run.train
+    lr = f"lr {learning_rate(run, global_batch):.3g}" + ("" if run.lr is not None else
+                                                       f" (blr {run.blr:g} x batch {global_batch} / 256)")
+    split = "the source's own split" if run.split == "hint" else \
+        f"random: {run.val_fraction:.0%} validation, {run.test_fraction:.0%} test"
+    data_kwargs = f" {run.data_kwargs}" if run.data_kwargs else ""
+    inputs = "standardised per channel with the training images' statistics" if run.normalize_inputs else \
+        ("pixels in [0, 1]" + (", the model standardises them" if run.pixel_stats else ""))
+    warmup = f", warmup {t.warmup_epochs:g} epochs" if t.warmup_epochs else ""
+    return "\n".join([
+        f"recipe {run.name} ({run.preset or 'custom'} preset)",
+        f"  model     {run.model}, {run.img_size} px" + (f", {run.model_kwargs}" if run.model_kwargs else "")
+        + (f", loss {run.loss}" if run.loss != "mse" else ""),
+        f"  data      {run.dataset}{data_kwargs}; split {split}"
+        + (f"; training on the first {run.subset} images" if run.subset else ""),
+        f"  inputs    {inputs}; augmentation {run.augment}",
+        f"  training  {t.epochs} epochs of batches of {run.batch_size}"
+        + (f" x {accum} accumulated" if accum > 1 else "")
+        + f", {lr}, {t.schedule}{warmup}, weight decay {t.weight_decay}, masks {t.mask}, seed {t.seed}",
+    ])
 
 
 def describe() -> str:

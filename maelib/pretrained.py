@@ -50,7 +50,7 @@ from torch import nn
 from .cache import cache_dir
 from .checkpoint import clean_key, load_weights, read_checkpoint, unwrap
 from .download import DownloadError, download_and_extract, sha256_of
-from .models import MaskedAutoencoderViT, create_model, interpolate_pos_embed
+from .models import MaskedAutoencoderViT, build_model, create_model, interpolate_pos_embed
 
 OFFICIAL_LICENCE = "CC BY-NC 4.0 (facebookresearch/mae: https://github.com/facebookresearch/mae/blob/main/LICENSE)"
 _FAIR = "https://dl.fbaipublicfiles.com/mae"
@@ -341,19 +341,30 @@ def from_pretrained(name_or_path: str | os.PathLike, *, arch: str | None = None,
 
     ``name_or_path``: a name in :data:`OFFICIAL_WEIGHTS` (``"mae_visualize_vit_large"``), or a
     path / URL. ``arch`` names the architecture in ``maelib.models.MODEL_CONFIGS``; it may be left
-    out for official checkpoints (also local copies with the official file name).
-    ``model_overrides`` go to :func:`maelib.models.create_model`, e.g. ``img_size=128`` (position
-    embeddings are interpolated) or ``norm_pix_loss=True``.
+    out for official checkpoints (also local copies with the official file name) and for maelib
+    checkpoints, which store their architecture. ``model_overrides`` change the architecture,
+    e.g. ``img_size=128`` (position embeddings are interpolated) or ``norm_pix_loss=True``.
     """
     official = _official_for(name_or_path)
     arch = arch or (official.arch if official else None)
-    if arch is None:
+    stored = _stored_architecture(name_or_path) if arch is None else None
+    if arch is None and stored is None:
         raise ValueError(f"which architecture is {name_or_path}? pass arch=, e.g. arch='mae_vit_base_patch16' "
                          "(see maelib.models.MODEL_CONFIGS)")
-    model = create_model(arch, **model_overrides)
+    model = create_model(arch, **model_overrides) if arch is not None else \
+        build_model({**stored, "kwargs": {**stored["kwargs"], **model_overrides}})
     model.load_report = load_pretrained(model, name_or_path, strict_encoder=strict_encoder, sha256=sha256,
                                         progress=progress)
     return model
+
+
+def _stored_architecture(source: str | os.PathLike) -> dict | None:
+    """The architecture a local maelib checkpoint stores (:meth:`MaskedAutoencoder.architecture`), or None."""
+    path = Path(source)
+    if not path.is_file():
+        return None
+    checkpoint = read_checkpoint(path, "cpu")
+    return checkpoint.get("architecture") if isinstance(checkpoint, dict) else None
 
 
 # --------------------------------------------------------------------------- freezing and new blocks

@@ -115,6 +115,9 @@ class RunData:
             ``pixel_stats``, ``pixel_mean`` / ``pixel_std``); pass it to :func:`build_model`.
         normalizer: the :class:`~maelib.normalize.PixelNormalizer` fitted on the training split
             (``normalize_inputs``), or None.
+        images: every image of the data set, as decoded (None for a streamed ``imagefolder``).
+        splits: the split's parts as :class:`~maelib.data.ImageSet` s, uint8 and unaugmented:
+            ``"train"`` (whole, before ``subset``), ``"val"``, ``"test"`` where the recipe has them.
     """
 
     train: Dataset
@@ -122,6 +125,8 @@ class RunData:
     test: data.ImageSet | None
     from_data: dict[str, Any]
     normalizer: PixelNormalizer | None
+    images: data.ImageSet | None = field(default=None, repr=False)
+    splits: dict[str, data.ImageSet] = field(default_factory=dict, repr=False)
 
 
 def load_data(run: RunConfig, progress: bool = True) -> RunData:
@@ -131,6 +136,7 @@ def load_data(run: RunConfig, progress: bool = True) -> RunData:
         return RunData(train_set, val_set, None, from_data, None)
     images = _image_set(run, progress)
     train_images, val_images, test_images = _split(images, run)
+    whole_train = train_images
     for_model: dict[str, Any] = {"in_chans": images.images.shape[1]}
     if run.pixel_stats:  # as lesson 01: per channel, over the whole training split, in [0, 1]
         pixels = train_images.images.float() / 255
@@ -143,7 +149,8 @@ def load_data(run: RunConfig, progress: bool = True) -> RunData:
     if normalizer is not None:  # augment the image in [0, 1] first, then standardise it
         augment = normalizer if augment is None else v2.Compose([augment, normalizer])
     val_set = val_images.dataset(normalizer) if val_images is not None else None
-    return RunData(train_images.dataset(augment), val_set, test_images, for_model, normalizer)
+    splits = {k: v for k, v in (("train", whole_train), ("val", val_images), ("test", test_images)) if v is not None}
+    return RunData(train_images.dataset(augment), val_set, test_images, for_model, normalizer, images, splits)
 
 
 def build_model(run: RunConfig, **from_data: Any) -> nn.Module:

@@ -25,6 +25,14 @@ from .patches import paste_back
 MASK_GREY = 0.5  # the colour of hidden patches
 
 
+# words for the identifiers that histories and metric rows use
+SERIES_LABELS = {"train_loss": "training loss", "val_loss": "validation loss", "lr": "learning rate"}
+METRIC_LABELS = {"masked_psnr": "masked PSNR (dB), higher is better",
+                 "ssim": "SSIM of the paste-back, higher is better"}
+METHOD_LABELS = {"mean_fill": "mean fill", "interpolate_fill": "interpolation", "telea_inpaint": "Telea inpainting",
+                 "biharmonic_inpaint": "biharmonic inpainting"}
+
+
 def _to_numpy_image(img: torch.Tensor) -> np.ndarray:
     """``(C, H, W)`` tensor -> ``(H, W)`` (C = 1) or ``(H, W, 3)`` array, clipped to [0, 1]."""
     if img.ndim != 3 or img.shape[0] not in (1, 3):
@@ -125,11 +133,12 @@ def show_mask_gallery(imgs: torch.Tensor, masks: Mapping[str, torch.Tensor], *, 
     return _finish(fig, show)
 
 
-def plot_history(history: Mapping[str, Sequence[float]], *, logy: bool = False, show: bool = False) -> Figure:
+def plot_history(history: Mapping[str, Sequence[float]], *, logy: bool = False, show: bool = False,
+                 loss_label: str = "loss (masked MSE)") -> Figure:
     """Curves against epochs (1, 2, ...) for a dict like ``{"train_loss": [...], "val_loss": [...]}``.
 
-    Keys containing ``loss`` share the first axes; any other series (e.g. ``val_psnr``) get a
-    second axes beside it, since their scale differs. Empty series are skipped.
+    Keys containing ``loss`` share the first axes (y label ``loss_label``); any other series (e.g.
+    ``lr``) get a second axes beside it, since their scale differs. Empty series are skipped.
     """
     series = {k: list(v) for k, v in history.items() if len(v) > 0}
     if not series:
@@ -141,8 +150,11 @@ def plot_history(history: Mapping[str, Sequence[float]], *, logy: bool = False, 
     for ax, group in zip(axes.flat, groups, strict=True):
         for key, values in group.items():
             epochs = np.arange(1, len(values) + 1)
-            ax.plot(epochs, values, marker="o" if len(values) < 30 else None, markersize=3, label=key)
+            ax.plot(epochs, values, marker="o" if len(values) < 30 else None, markersize=3,
+                    label=SERIES_LABELS.get(key, key))
         ax.set_xlabel("epoch")
+        ax.set_ylabel(loss_label if group is losses else
+                      ", ".join(SERIES_LABELS.get(k, k) for k in group) + (" (log scale)" if logy else ""))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         if logy:
             ax.set_yscale("log")
@@ -159,7 +171,7 @@ def plot_metric_bars(rows: Sequence[Mapping], metrics: Sequence[str] = ("masked_
     missing = [m for m in metrics if any(m not in row for row in rows)]
     if missing:
         raise ValueError(f"metric(s) {missing} missing in some rows; rows have keys {list(rows[0])}")
-    names = [str(row["method"]) for row in rows]
+    names = [METHOD_LABELS.get(str(row["method"]), str(row["method"])) for row in rows]
     figsize = (4 * len(metrics), 0.45 * len(rows) + 1.2)
     fig, axes = plt.subplots(1, len(metrics), figsize=figsize, squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=True):
@@ -167,7 +179,7 @@ def plot_metric_bars(rows: Sequence[Mapping], metrics: Sequence[str] = ("masked_
         bars = ax.barh(names, values, color="tab:blue")
         ax.bar_label(bars, fmt="%.3g", fontsize=8, padding=2)
         ax.invert_yaxis()  # first row on top, as in the table
-        ax.set_title(metric)
+        ax.set_title(METRIC_LABELS.get(metric, metric))
         ax.margins(x=0.2)
     for ax in axes.flat[1:]:
         ax.tick_params(labelleft=False)  # the method names are on the first axes

@@ -233,3 +233,16 @@ def test_an_interrupted_train_or_load_continues_from_its_last_epoch(tmp_path, np
 def test_checkpoint_paths_follow_the_recipe_and_preset():
     assert runs.checkpoint_path(configs.get_config("lesson02_vit_faces", "gpu")).name == "lesson02_vit_faces-gpu.pt"
     assert runs.checkpoint_path(configs.get_config("lesson02_vit_faces", "cpu")).parent.name == "checkpoints"
+
+
+def test_from_pretrained_rebuilds_a_maelib_checkpoint_by_its_stored_architecture(tmp_path):
+    from maelib.pretrained import from_pretrained
+
+    torch.manual_seed(0)
+    trained = MaskedAutoencoderViT(**TINY)
+    path = save_checkpoint(tmp_path / "faces.pt", trained, epoch=1)
+    model = from_pretrained(path)  # no arch=: the file says what it holds
+    assert same_weights(model, trained) and model.load_report.decoder_loaded
+    bigger = from_pretrained(path, img_size=24)  # and overrides still apply: positions interpolated to 6x6
+    assert bigger.img_size == (24, 24) and bigger.pos_embed.shape == (1, 37, 32)
+    assert bigger.load_report.interpolated

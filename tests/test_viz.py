@@ -83,8 +83,10 @@ def test_plot_history_groups_losses_and_other_series():
     fig = plot_history({"train_loss": [1.0, 0.5, 0.3], "val_loss": [1.1, 0.7, 0.5]})
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 2
     assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3]  # epochs count from 1
+    assert fig.axes[0].get_ylabel() == "loss (masked MSE)"  # axes say what they show, in words
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["training loss", "validation loss"]
     fig = plot_history({"train_loss": [1.0, 0.5], "val_psnr": [12.0, 15.0], "empty": []})
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "val_psnr"
 
 
 def test_plot_metric_bars_one_axes_per_metric():
@@ -94,6 +96,8 @@ def test_plot_metric_bars_one_axes_per_metric():
     fig = plot_metric_bars(rows)
     assert len(fig.axes) == 2
     assert [len(ax.patches) for ax in fig.axes] == [3, 3]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["MAE", "mean fill", "biharmonic inpainting"]
+    assert fig.axes[0].get_title().startswith("masked PSNR (dB)") and fig.axes[1].get_title().startswith("SSIM")
     assert len(plot_metric_bars(rows, metrics=["ssim"]).axes) == 1
     with pytest.raises(ValueError, match="lpips"):
         plot_metric_bars(rows, metrics=["lpips"])

@@ -16,6 +16,7 @@ holds the architecture, the normaliser and the recipe, so :func:`load_run` needs
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import time
@@ -269,8 +270,14 @@ class TrainedRun(LoadedRun):
 
 
 def checkpoint_path(run: RunConfig) -> Path:
-    """Where :func:`train_or_load` keeps a recipe's trained model: ``checkpoints/<name>-<preset>.pt``."""
-    return REPO_ROOT / "checkpoints" / f"{run.name}-{run.preset or 'custom'}.pt"
+    """Where :func:`train_or_load` keeps a recipe's trained model: ``checkpoints/<name>-<preset>.pt``.
+
+    A changed recipe (``configs.replace``) gets a file of its own: ``<name>-<preset>-<8 hex digits of
+    what changed>.pt``, so that variants never overwrite the recipe's model or each other.
+    """
+    overrides = recipe_record(run)["overrides"]
+    changed = "-" + hashlib.sha1(repr(sorted(overrides.items())).encode()).hexdigest()[:8] if overrides else ""
+    return REPO_ROOT / "checkpoints" / f"{run.name}-{run.preset or 'custom'}{changed}.pt"
 
 
 def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reuse: bool = True,

@@ -230,9 +230,14 @@ def test_an_interrupted_train_or_load_continues_from_its_last_epoch(tmp_path, np
     assert len(resumed.history["epoch"]) == 2 and resumed.epoch == 2 and resumed.path.exists()
 
 
-def test_checkpoint_paths_follow_the_recipe_and_preset():
+def test_checkpoint_paths_follow_the_recipe_and_preset_and_what_changed():
+    run = configs.get_config("lesson02_vit_faces", "cpu")
     assert runs.checkpoint_path(configs.get_config("lesson02_vit_faces", "gpu")).name == "lesson02_vit_faces-gpu.pt"
-    assert runs.checkpoint_path(configs.get_config("lesson02_vit_faces", "cpu")).parent.name == "checkpoints"
+    assert runs.checkpoint_path(run).name == "lesson02_vit_faces-cpu.pt" and runs.checkpoint_path(run).parent.name \
+        == "checkpoints"
+    shorter, longer = configs.replace(run, epochs=10), configs.replace(run, epochs=20)
+    names = {runs.checkpoint_path(r).name for r in (run, shorter, longer, configs.replace(run, epochs=10))}
+    assert len(names) == 3 and all(n.startswith("lesson02_vit_faces-cpu") for n in names)
 
 
 def test_from_pretrained_rebuilds_a_maelib_checkpoint_by_its_stored_architecture(tmp_path):

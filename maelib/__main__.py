@@ -9,7 +9,9 @@ with DistributedDataParallel (see :mod:`maelib.distributed`).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,19 @@ def _mask_from_args(mask: dict[str, Any], args: argparse.Namespace) -> dict[str,
     return mask
 
 
+def _apply(run, changes: dict[str, Any], fields: tuple[str, ...]):
+    """``configs.replace(run, **changes)``; a value the configuration refuses exits with its message, in which
+    the names of ``fields`` become the flags that set them (``warmup_epochs`` -> ``--warmup-epochs``)."""
+    from .configs import replace
+
+    try:
+        return replace(run, **changes)
+    except ValueError as err:
+        flags = {name: "--" + name.replace("_", "-") for name in fields}
+        message = re.sub(r"\b\w+\b", lambda word: flags.get(word.group(), word.group()), str(err))
+        raise SystemExit(f"maelib train: {message}") from err
+
+
 def resolve_run(args: argparse.Namespace):
     """The configuration named by ``args.config`` with every flag that was given applied."""
     from .configs import get_config, replace
@@ -167,10 +182,65 @@ def resolve_run(args: argparse.Namespace):
         changes["compile"] = True
     if args.no_augment:
         changes["augment"] = None
-    run = replace(run, **changes)
+    # the training settings first: TrainConfig's own lr is worked out later, it is not --lr's
+    run = _apply(run, {k: v for k, v in changes.items() if k in TRAIN_ARGS}, TRAIN_ARGS)
+    run = _apply(run, {k: v for k, v in changes.items() if k not in TRAIN_ARGS}, RUN_ARGS)
     if args.norm_pix_loss is not None:
         run = replace(run, model_kwargs={**run.model_kwargs, "norm_pix_loss": args.norm_pix_loss})
     return replace(run, mask=_mask_from_args(run.train.mask, args))
+
+
+def _check_patches(run) -> None:
+    """Exit unless ``run.img_size`` splits into whole patches: now, not after minutes of decoding images."""
+    from .models import MODEL_CONFIGS
+    from .patches import check_patch_size
+
+    own = inspect.signature(MODEL_CONFIGS[run.model]).parameters["patch_size"].default  # the model's default
+    # as runs.build_model decides: the model's own, replaced by --patch-size, replaced by the recipe's model_kwargs
+    patch = run.model_kwargs.get("patch_size", run.patch_size if run.patch_size is not None else own)
+    if run.img_size < 1 or patch < 1:
+        raise SystemExit(f"maelib train: --img-size and --patch-size must be >= 1 pixel, got {run.img_size} and "
+                         f"{patch}")
+    try:
+        check_patch_size(run.img_size, run.img_size, patch)
+    except ValueError as err:
+        whose = "" if run.patch_size is not None else f" (model {run.model}'s own)"
+        nearest = max(patch, round(run.img_size / patch) * patch)
+        raise SystemExit(f"maelib train: --img-size {run.img_size} is not a whole number of patches of --patch-size "
+                         f"{patch}{whose}; pass an --img-size that is a multiple of {patch} (e.g. {nearest}), or a "
+                         f"--patch-size that divides {run.img_size}") from err
+
+
+def _resume_point(last: Path) -> tuple[int, int | None]:
+    """``(epochs done, epochs of the run that wrote it)`` from ``last.pt``, memory-mapped (the weights are not read)."""
+    import torch
+
+    from .checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # damaged, foreign or an old format: read_checkpoint says which
+        try:
+            checkpoint = read_checkpoint(last, "cpu")
+        except CheckpointError as err:
+            raise SystemExit(f"maelib train: {err}") from err
+    return checkpoint["epoch"], (checkpoint.get("config") or {}).get("epochs")
+
+
+def _check_batch(run, images: int, world: int, accum: int, global_batch: int) -> None:
+    """Exit if one optimizer step asks for more images than there are to train on: the learning rate would be
+    scaled for a batch that no step sees."""
+    if global_batch <= images:
+        return
+    rate = f"the learning rate would be scaled for {global_batch} images while no step sees more than {images}"
+    if run.batch_size * world > images:
+        per = f" x {world} processes" if world > 1 else ""
+        raise SystemExit(f"maelib train: --batch-size {run.batch_size}{per} is more than the {images} training images: "
+                         f"{rate}; pass --batch-size {max(1, images // world)} or less")
+    raise SystemExit(f"maelib train: --batch-size {run.batch_size} x {world} process{'es' if world > 1 else ''} x "
+                     f"{accum} accumulation steps = {global_batch} images per optimizer step is more than the "
+                     f"{images} training images: {rate}; pass fewer --accum-steps, or a --global-batch of at most "
+                     f"{images}")
 
 
 def _say(*lines: str) -> None:
@@ -195,7 +265,10 @@ def train(args: argparse.Namespace):
     try:
         run = resolve_run(args)
         world, main = distributed.world_size(), distributed.is_main()
-        accum, global_batch = configs.batch_plan(run, world)
+        try:
+            accum, global_batch = configs.batch_plan(run, world)
+        except ValueError as err:
+            raise SystemExit(f"maelib train: {err}") from err
         lr = configs.learning_rate(run, global_batch)
         out = Path(args.out) if args.out else Path("runs") / run.name
         last = out / "last.pt"
@@ -205,11 +278,23 @@ def train(args: argparse.Namespace):
             runs.check_loss(run)  # before minutes of loading data
         except FileNotFoundError as err:
             raise SystemExit(f"maelib train: {err}") from err
+        _check_patches(run)
+        start, planned, epochs = 0, None, run.train.epochs
+        if args.resume and last.exists():
+            start, planned = _resume_point(last)
+            if start >= epochs:
+                done = f"{start} of {epochs} epochs" if start == epochs else \
+                    f"{start} epochs, more than --epochs {epochs}"
+                _say(f"maelib train: nothing to do: {last} already has {done}; pass --epochs M with M > {start} to "
+                     "train longer")
+                raise SystemExit(0)
 
         torch.manual_seed(run.train.seed)  # the same initial weights everywhere (DDP also copies rank 0's)
         with distributed.main_first():  # rank 0 of each node downloads and decodes first, the others reuse it
             parts = runs.load_data(run, progress=main) if not args.dry_run else None
         train_set, val_set = (parts.train, parts.val) if parts is not None else (None, None)
+        if train_set is not None:
+            _check_batch(run, len(train_set), world, accum, global_batch)
         normalizer = parts.normalizer if parts is not None else None
         model = runs.build_model(run, **(parts.from_data if parts is not None else {}))
         channels = model.in_chans
@@ -249,10 +334,12 @@ def train(args: argparse.Namespace):
                                    num_workers=run.workers, distributed=True)
         val_loader = make_loader(val_set, run.val_batch_size, shuffle=False, num_workers=run.workers) \
             if val_set is not None else None
-        start = 0
         if args.resume and last.exists():
-            start = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
             _say(f"  resume  from {last}, {start} of {config.epochs} epochs done")
+            if planned is not None and planned != epochs and config.schedule != "constant":
+                _say(f"  note    {last} comes from a run with --epochs {planned}: the {config.schedule} schedule is "
+                     f"{'stretched' if epochs > planned else 'shortened'} to {epochs} epochs from the current step "
+                     f"on, so the result differs from a run started with --epochs {epochs}")
         elif args.resume:
             _say(f"  resume  nothing to resume at {last}: starting from epoch 1")
         if main:

@@ -10,9 +10,9 @@
 4. An archive is extracted into a temporary folder next to the destination, its contents are
    checked against ``expected``, and the folder is renamed into place in one step.
 
-Whatever fails, the temporary file and folder are removed: the destination either appears
-complete or not at all. Without a network the error names the URL, the folder that was
-expected, the licence, and what to download by hand and where to put it.
+Whatever fails, the temporary file and folder are removed, and so are the folders that were
+made to hold them: the destination either appears complete or not at all. Without a network the
+error names the URL, the licence, and what to download by hand and where to put it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
+from itertools import takewhile
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
@@ -70,6 +71,7 @@ def download_and_extract(
     extract: bool | None = None,
     progress: bool = True,
     timeout: float = 60.0,
+    by_hand: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest`` (a folder for archives, else a file).
 
@@ -85,6 +87,9 @@ def download_and_extract(
         extract: whether to extract; ``None`` decides from the URL's file name suffix.
         progress: show a tqdm progress bar.
         timeout: seconds to wait for the server before giving up.
+        by_hand: what the error messages tell the user to do by hand, e.g. "download URL and put
+            its photos in FOLDER" when ``dest`` is only a staging folder (default: download ``url``
+            and extract it into, or save it as, ``dest``). The licence is added to it.
 
     Raises:
         DownloadError: offline, HTTP error, truncated transfer, checksum mismatch, or an
@@ -95,7 +100,7 @@ def download_and_extract(
         extract = is_archive_name(urlparse(url).path)
     if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower())):
         raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
-    manual = _manual_hint(url, dest, licence, extract)
+    manual = _manual_hint(url, dest, licence, extract, by_hand)
 
     # 1. Cached: a complete destination is never downloaded again.
     if extract and dest.is_dir():
@@ -114,6 +119,7 @@ def download_and_extract(
         kind = "a file" if dest.is_file() else "a folder"
         raise DownloadError(f"{dest} is {kind}, which is not what downloading {url} makes; move it away.")
 
+    made = list(takewhile(lambda folder: not folder.exists(), dest.parents))  # made below, deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, part_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
@@ -160,6 +166,12 @@ def download_and_extract(
         part.unlink(missing_ok=True)
         if unpacked is not None and unpacked.exists():
             shutil.rmtree(unpacked, ignore_errors=True)
+        if not dest.exists():  # failed: the folders made for it go too, unless something else is in them now
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def check_expected(folder: Path, expected: Expected) -> list[str]:
@@ -180,9 +192,10 @@ def check_expected(folder: Path, expected: Expected) -> list[str]:
     return problems
 
 
-def _manual_hint(url: str, dest: Path, licence: str, extract: bool) -> str:
+def _manual_hint(url: str, dest: Path, licence: str, extract: bool, by_hand: str | None = None) -> str:
     where = f"extract it so that its contents are in {dest}" if extract else f"save it as {dest}"
-    return f"To do it by hand: download {url}, {where}, and run this again. Licence/terms: {licence}."
+    how = by_hand or f"download {url}, {where}, and run this again"
+    return f"To do it by hand: {how}. Licence/terms: {licence}."
 
 
 def _fetch(url: str, part: Path, dest: Path, *, progress: bool, timeout: float, manual: str) -> str:
@@ -206,8 +219,7 @@ def _fetch(url: str, part: Path, dest: Path, *, progress: bool, timeout: float, 
     except URLError as err:
         # No connection at all: offline, DNS failure, connection refused, firewall.
         raise DownloadError(
-            f"could not reach {url} ({err.reason}); are you offline? maelib expected the result in "
-            f"{dest}. {manual}"
+            f"could not reach {url} ({err.reason}); are you offline? {manual}"
         ) from err
     except (http.client.HTTPException, OSError) as err:
         # Connected, but the transfer broke off (reset, timeout, incomplete read).

@@ -18,9 +18,10 @@ from maelib import configs
 from maelib.__main__ import make_parser, resolve_run, train
 
 ROOT = Path(__file__).resolve().parent.parent
-# 32 tiny images: 24 to train on, 8 to validate; the tiny configuration's 2-block ViT at 16 px
+# 32 tiny images: 24 to train on, 8 to validate, in one batch of 24 (a larger batch is refused); the tiny
+# configuration's 2-block ViT at 16 px
 TINY = ["train", "--config", "tiny", "--preset", "smoke", "--img-size", "16", "--patch-size", "4",
-        "--val-fraction", "0.25", "--amp", "off", "--device", "cpu"]
+        "--val-fraction", "0.25", "--batch-size", "24", "--amp", "off", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,13 @@ from maelib.data import (
     split_indices,
     train_transforms,
 )
-from maelib.data.root import REPO_DATA_DIR
+from maelib.data.root import DATA_ENV, REPO_DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-# The shared data sits beside the repository (CI: a copy of shared/ next to the clone).
-SHARED_CANDIDATES = [REPO.parent / "shared" / "data", Path("/work/shared/data")]
-SHARED = next((p for p in SHARED_CANDIDATES if (p / "MANIFEST.tsv").is_file()), None)
+# The course's shared data: the data-root setting $MAELIB_DATA_DIR when set, else shared/data beside the
+# repository (CI: a copy of shared/ next to the clone). Read at import: the fixture below unsets the variable.
+SHARED_ROOT = Path(os.environ.get(DATA_ENV) or REPO.parent / "shared" / "data")
+SHARED = SHARED_ROOT if (SHARED_ROOT / "MANIFEST.tsv").is_file() else None
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +106,7 @@ def test_missing_dataset_without_download_names_the_folder(tmp_path):
 # ----------------------------------------------------------------------------- shared data
 
 
-@pytest.mark.skipif(SHARED is None, reason="the course's shared data folder is not present")
+@pytest.mark.skipif(SHARED is None, reason=f"the course's shared data is not in {SHARED_ROOT} (set {DATA_ENV})")
 def test_shared_data_counts_and_shapes(monkeypatch):
     monkeypatch.setenv("MAELIB_DATA_DIR", str(SHARED))
     with warnings.catch_warnings():

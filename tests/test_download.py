@@ -174,6 +174,20 @@ def test_offline_error_names_url_folder_and_licence(tmp_path, closed_port_url):
     assert leftovers(dest.parent) == []
 
 
+def test_a_failed_download_leaves_no_staging_folder(server, tmp_path, closed_port_url):
+    base, served = server
+    make_zip(served / "pack.zip", FILES)
+    failures = [(closed_port_url, {}), (f"{base}/missing.zip", {}), (f"{base}/pack.zip", {"sha256": "0" * 64})]
+    for url, kwargs in failures:  # offline, 404, wrong checksum
+        with pytest.raises(DownloadError):
+            download_and_extract(url, tmp_path / ".downloads" / "sub" / "pack", progress=False, **kwargs)
+        assert leftovers(tmp_path) == ["served"]  # neither .downloads/sub/ nor .downloads/
+    (tmp_path / ".downloads").mkdir()  # a folder that was there before stays
+    with pytest.raises(DownloadError):
+        download_and_extract(closed_port_url, tmp_path / ".downloads" / "pack", progress=False)
+    assert leftovers(tmp_path) == [".downloads", "served"]
+
+
 def test_http_error_is_reported(server, tmp_path):
     base, _ = server
     with pytest.raises(DownloadError, match="404"):
@@ -250,6 +264,18 @@ def test_facades_download_builds_the_layout(server, tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert len(facades(root, size=8, progress=False)) == 378
+
+
+def test_a_failed_facades_download_says_where_the_files_go(tmp_path, monkeypatch, closed_port_url):
+    monkeypatch.setattr(sources, "CMP_URL", closed_port_url)
+    with pytest.raises(DownloadError, match="offline") as err:
+        facades(tmp_path, size=8, progress=False)
+    message = str(err.value)
+    assert f"{tmp_path}/facades/images/cmp_bNNNN.jpg" in message  # the documented layout
+    assert f"{tmp_path}/facades/labels/cmp_bNNNN.png" in message
+    assert ".downloads" not in message  # not the hidden staging folder
+    assert sources.CMP_LICENCE in message
+    assert leftovers(tmp_path) == []
 
 
 def test_lfw_download_makes_greyscale_128(server, tmp_path, monkeypatch):

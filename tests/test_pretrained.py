@@ -225,7 +225,7 @@ def test_wrong_sha256_fails_and_leaves_no_file(server):
     save_official(server.folder / "w.pth", official_state())
     with pytest.raises(DownloadError, match="sha256 mismatch"):
         load_pretrained(tiny(), f"{server.url}/w.pth", sha256="0" * 64, progress=False)
-    assert not any(weights_dir().iterdir())  # neither the file nor a partial download
+    assert not weights_dir().exists()  # neither the file nor a partial download, nor the folder made for them
 
 
 def test_unreachable_url_gives_the_offline_error_naming_url_folder_and_licence(closed_port, monkeypatch):

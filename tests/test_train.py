@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from maelib import checkpoint as ckpt_module
 from maelib.checkpoint import load_checkpoint, load_model, save_checkpoint
+from maelib.data import data_root
 from maelib.loggers import TensorBoardLogger, WandbLogger
 from maelib.models import MaskedAutoencoderViT
 from maelib.train import (
@@ -26,10 +27,10 @@ from maelib.train import (
     resolve_amp,
 )
 
-# the real images: $MAELIB_DATA_DIR (set by CI), else data/ in this repository, else the shared copy
-DATA_DIRS = [os.environ.get("MAELIB_DATA_DIR", ""), Path(__file__).parents[1] / "data", "/work/shared/data"]
-CATS = next((Path(d) / "cats_dogs/cats" for d in DATA_DIRS if d and (Path(d) / "cats_dogs/cats").is_dir()),
-            Path("/work/shared/data/cats_dogs/cats"))
+# the real images: in the data root ($MAELIB_DATA_DIR, set by CI, else data/ in this repository), else in the
+# course's shared data beside the repository
+DATA_DIRS = [data_root(must_exist=False), Path(__file__).resolve().parents[2] / "shared" / "data"]
+CATS = next((d / "cats_dogs/cats" for d in DATA_DIRS if (d / "cats_dogs/cats").is_dir()), None)
 
 
 def tiny_vit(seed=0, **kw):
@@ -58,8 +59,8 @@ def same_params(a, b):
 
 
 def test_overfits_one_batch_of_real_images():
-    if not CATS.is_dir():
-        pytest.skip(f"{CATS} not found")
+    if CATS is None:
+        pytest.skip(f"no cats_dogs/cats in {' or '.join(map(str, DATA_DIRS))}")
     from PIL import Image
 
     files = sorted(CATS.glob("*.jpg"))[:8]

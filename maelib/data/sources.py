@@ -158,8 +158,11 @@ def fetch_celeba(root: Path, progress: bool = True) -> Path:
 def fetch_facades(root: Path, progress: bool = True) -> Path:
     """Make ``root/facades/{images,labels}/`` from the CMP Facade Database base set; return the folder."""
     target = _prepare(root, "facades")
+    by_hand = (f"download {CMP_URL}, unzip it, and copy its photos base/cmp_bNNNN.jpg to "
+               f"{target / 'images'}/cmp_bNNNN.jpg and its label maps base/cmp_bNNNN.png to "
+               f"{target / 'labels'}/cmp_bNNNN.png, then run this again")
     raw = download_and_extract(CMP_URL, root / ".downloads" / "CMP_facade_DB_base", expected=CMP_EXPECTED,
-                               licence=CMP_LICENCE, progress=progress)
+                               licence=CMP_LICENCE, progress=progress, by_hand=by_hand)
 
     def build(tmp: Path) -> list[tuple[str, str]]:
         (tmp / "images").mkdir()

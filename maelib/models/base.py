@@ -71,6 +71,41 @@ class MaskedAutoencoder(nn.Module):
         return make_mask(mask_mode, imgs.shape[0], self.grid_size, generator=generator,
                          device=imgs.device, **mask_kwargs)
 
+    def check_inputs(self, imgs: torch.Tensor, mask: Mask | None = None) -> None:
+        """Raise ``ValueError`` unless ``imgs`` is a batch this model takes and ``mask``, if given, was drawn for it.
+
+        ``imgs`` must be ``(B, in_chans, H, W)`` with ``(H, W) = img_size``; ``mask.mask`` must be
+        ``(B, N)``: one row per image, one column per patch of this model's grid. ``forward`` and
+        ``predict`` call it first, so that a wrong input is named here rather than deep in a layer
+        (a ``mask`` that is not a :class:`~maelib.masking.Mask` is a ``TypeError``).
+        """
+        c, (h, w) = self.in_chans, self.img_size
+        if imgs.ndim != 4 or tuple(imgs.shape[1:]) != (c, h, w):
+            if imgs.ndim == 3:
+                hint = "one image without the batch dimension? pass imgs.unsqueeze(0)"
+            elif imgs.ndim != 4:
+                hint = "pass a batch of images"
+            elif imgs.shape[1] != c:
+                grey = (imgs.shape[1], c) == (1, 3)
+                fix = "repeat grey images over 3 channels with imgs.expand(-1, 3, -1, -1)" if grey else \
+                    f"convert the images to {c} channel{'s' if c > 1 else ''}"
+                hint = f"{fix}, or use a model built with in_chans={imgs.shape[1]}"
+            else:
+                size = f"{imgs.shape[2]}x{imgs.shape[3]}"
+                hint = f"the model is built for {h}x{w} images, got {size}; resize them, or use a model for {size}"
+            raise ValueError(f"{type(self).__name__} takes images of shape (B, C, H, W) = (B, {c}, {h}, {w}), got "
+                             f"{tuple(imgs.shape)}: {hint}")
+        if mask is None:
+            return
+        if not isinstance(mask, Mask):
+            raise TypeError(f"mask must be a maelib.masking.Mask, e.g. model.make_mask(imgs), got "
+                            f"{type(mask).__name__}")
+        if tuple(mask.mask.shape) != (imgs.shape[0], self.num_patches):
+            raise ValueError(f"{type(self).__name__}: the mask has shape {tuple(mask.mask.shape)} (images, patches), "
+                             f"these images need ({imgs.shape[0]}, {self.num_patches}): {imgs.shape[0]} images, "
+                             f"{self.num_patches} patches of the model's {self.grid_size[0]}x{self.grid_size[1]} "
+                             "grid; draw one for them with model.make_mask(imgs, ...)")
+
     def predict(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
         """Images ``(B, C, H, W)`` and a mask -> predicted patches ``(B, N, p*p*C)``."""
         raise NotImplementedError

@@ -77,6 +77,7 @@ class MaskedAutoencoderMLP(MaskedAutoencoder):
         The same arguments and return value as :meth:`MaskedAutoencoderViT.forward`:
         ``(loss, pred (B, N, p*p*C), mask (B, N) with 1 = hidden)``.
         """
+        self.check_inputs(imgs, mask)  # (B, C, H, W) images of this model's size, and a mask made for them
         if mask is None:
             mask = self.make_mask(imgs, mask_ratio=mask_ratio, **mask_options)  # (B, N), 1 = hidden
         latent = self.forward_encoder(imgs, mask)  # (B, latent_dim): one code for the visible patches
@@ -86,4 +87,5 @@ class MaskedAutoencoderMLP(MaskedAutoencoder):
 
     def predict(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
         """The predicted patches alone: ``(B, C, H, W)`` -> ``(B, N, p*p*C)``."""
+        self.check_inputs(imgs, mask)
         return self.forward_decoder(self.forward_encoder(imgs, mask))

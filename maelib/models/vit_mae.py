@@ -132,6 +132,7 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         Returns ``(loss, pred, mask)`` as facebookresearch/mae: the scalar loss, the predicted
         patches ``(B, N, p*p*C)`` and the mask ``(B, N)`` with 1 = hidden.
         """
+        self.check_inputs(imgs, mask)  # (B, C, H, W) images of this model's size, and a mask made for them
         if mask is None:
             mask = self.make_mask(imgs, mask_ratio=mask_ratio, **mask_options)  # (B, N), 1 = hidden
         latent = self.forward_encoder(imgs, mask)  # (B, 1 + N_visible, D): cls + visible patches only
@@ -141,6 +142,7 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
 
     def predict(self, imgs: torch.Tensor, mask: Mask) -> torch.Tensor:
         """The predicted patches alone: ``(B, C, H, W)`` -> ``(B, N, p*p*C)``."""
+        self.check_inputs(imgs, mask)
         return self.forward_decoder(self.forward_encoder(imgs, mask), mask.ids_restore)
 
     @torch.no_grad()

@@ -580,33 +580,26 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
     # the same images and masks for every model, step by step
     pool = structured_images(4 * batch, c.img, args.seed).float().div(255).to(device)
     load_avg = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
-    probe, matmul, matmul_cpu, matmul_loads = MatmulProbe(args.matmul_size, device), [], [], []
-    # bf16 models are measured against a bf16 matmul of the same rounds (where bf16 is native: emulated bf16
-    # has no peak worth the name, and its matmul would take minutes)
-    probe16 = MatmulProbe(args.matmul_size, device, torch.bfloat16) if args.bf16 and native_bf16 else None
-    matmul16: list[float] = []
-    matmul16_cpu: list[float] = []
-    order = list(range(len(runners) + 2))  # the last two are the fp32 and the bf16 matmul probes
+    # A matmul takes a turn in every round: fp32, and bf16 where bf16 is native (emulated bf16 has no peak worth
+    # the name, and its matmul would take minutes). Each model's MFU divides by the matmul of its own precision.
+    probes = {"fp32": MatmulProbe(args.matmul_size, device)}
+    if args.bf16 and native_bf16:
+        probes["bf16"] = MatmulProbe(args.matmul_size, device, torch.bfloat16)
+    rates: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in probes}  # GFLOP/s, GFLOP per CPU-s
+    matmul_loads: list[dict] = []
+    order: list[int | str] = [*range(len(runners)), *probes]
     for r in range(warmup + steps):
         start = (r * batch) % len(pool)
         imgs = pool[start:start + batch]
         noise = torch.rand(batch, n, generator=torch.Generator().manual_seed(args.seed * 100_003 + r)).to(device)
         rotated = order[r % len(order):] + order[:r % len(order)]
         for i in rotated:
-            if i == len(runners):  # the fp32 matmul probe
-                gf, gf_cpu, d = probe.measure()
+            if i in probes:
+                gf, gf_cpu, d = probes[i].measure()
                 if r >= warmup:
-                    matmul.append(gf)
-                    matmul_cpu.append(gf_cpu)
+                    rates[i][0].append(gf)
+                    rates[i][1].append(gf_cpu)
                     matmul_loads.append(d)
-                continue
-            if i == len(runners) + 1:  # the bf16 matmul probe
-                if probe16 is not None:
-                    gf, gf_cpu, d = probe16.measure()
-                    if r >= warmup:
-                        matmul16.append(gf)
-                        matmul16_cpu.append(gf_cpu)
-                        matmul_loads.append(d)
                 continue
             runner = runners[i]
             if runner.budget_s is not None and runner.times and sum(runner.times.values()) >= runner.budget_s:
@@ -632,6 +625,7 @@ def run_config(name: str, c: Bench, args: argparse.Namespace, device: torch.devi
 
     # ---- results
     ref, hf_runner = runners[0], runners[1]
+    (matmul, matmul_cpu), (matmul16, matmul16_cpu) = rates["fp32"], rates.get("bf16", ([], []))
     mm_q, mm_cpu = quantiles(matmul), statistics.median(matmul_cpu)
     mm16 = statistics.median(matmul16) if matmul16 else math.nan
     mm16_cpu = statistics.median(matmul16_cpu) if matmul16_cpu else math.nan

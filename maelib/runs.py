@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 
 from . import data
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
-from .configs import RunConfig, as_dict, batch_plan, get_config, learning_rate
+from .configs import CONFIGS, RunConfig, as_dict, batch_plan, get_config, learning_rate
 from .course import REPO_ROOT
 from .loggers import Logger
 from .models import build_model as build_from_architecture
@@ -196,8 +196,8 @@ def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "c
 # --------------------------------------------------------------------------- recipes in checkpoints
 def recipe_record(run: RunConfig) -> dict[str, Any]:
     """``{"name", "preset", "overrides"}``: the named recipe and what differs from it (plain data)."""
-    if run.preset is None:
-        return {"name": run.name, "preset": None, "overrides": as_dict(run)}
+    if run.preset is None or run.name not in CONFIGS:  # not a named recipe: the whole configuration is the record
+        return {"name": run.name, "preset": run.preset, "overrides": as_dict(run)}
     base, now = _flat(as_dict(get_config(run.name, run.preset))), _flat(as_dict(run))
     overrides = {k: v for k, v in now.items() if repr(base.get(k)) != repr(v) and k != "preset"}
     return {"name": run.name, "preset": run.preset, "overrides": overrides}
@@ -206,7 +206,7 @@ def recipe_record(run: RunConfig) -> dict[str, Any]:
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k in ("train",):
+        if isinstance(v, dict) and k == "train":
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v

@@ -130,6 +130,9 @@ def test_recipe_record_names_only_what_differs_from_the_recipe():
     record = runs.recipe_record(run)
     assert record == {"name": "lesson01_mlp_cats_dogs", "preset": "cpu",
                       "overrides": {"batch_size": 32, "train.epochs": 3}}
+    renamed = runs.recipe_record(configs.replace(run, name="my_cats"))  # no longer a named recipe: all of it
+    assert renamed["name"] == "my_cats" and renamed["overrides"]["batch_size"] == 32
+    assert renamed["overrides"]["train"]["epochs"] == 3
 
 
 # --------------------------------------------------------------------------- bad files, clear errors
@@ -251,3 +254,17 @@ def test_from_pretrained_rebuilds_a_maelib_checkpoint_by_its_stored_architecture
     bigger = from_pretrained(path, img_size=24)  # and overrides still apply: positions interpolated to 6x6
     assert bigger.img_size == (24, 24) and bigger.pos_embed.shape == (1, 37, 32)
     assert bigger.load_report.interpolated
+
+
+def test_a_model_the_command_line_trained_is_found_by_train_or_load(tmp_path, npy_recipe):
+    from maelib.__main__ import make_parser, resolve_run, train
+
+    folder = npy_recipe.data_folder
+    flags = ["train", "--config", "lesson02_vit_faces", "--preset", "smoke", "--data-folder", folder, "--img-size",
+             "16", "--patch-size", "4", "--epochs", "2", "--batch-size", "8", "--amp", "off", "--device", "cpu"]
+    out = tmp_path / "checkpoints" / "faces"
+    model, history = train(make_parser().parse_args([*flags, "--out", str(out)]))
+    run = resolve_run(make_parser().parse_args(flags))  # the same recipe, as a lesson would build it
+    found = runs.train_or_load(run, path=out.with_suffix(".pt"), device="cpu", progress=False)
+    assert found.history == history and found.epoch == 2  # resumed at its end: nothing trained again
+    assert same_weights(found.model, model) and out.with_suffix(".pt").exists()

@@ -85,7 +85,7 @@ def _weights_help(reason: str) -> str:
         f"and put it at\n"
         f"    {path}\n"
         f"(the folder is torch.hub.get_dir()/checkpoints; set TORCH_HOME to use another one).\n"
-        f"Or train with the MSE loss only (maelib.losses.masked_mse); "
+        f"Or train with the MSE loss only (maelib.masked_loss.masked_mse); "
         f"maelib.losses.vgg19_weights_available() tells which case you are in."
     )
 

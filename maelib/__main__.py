@@ -404,8 +404,13 @@ def main(argv: list[str] | None = None) -> int:
             for path in course.lesson_paths():
                 print(path.name)
         elif args.action == "run":
-            results = course.run_lessons(args.lessons, preset=args.preset, out_dir=args.out,
-                                         inplace=args.inplace, timeout=args.timeout)
+            try:
+                results = course.run_lessons(args.lessons, preset=args.preset, out_dir=args.out,
+                                             inplace=args.inplace, timeout=args.timeout,
+                                             echo=lambda line: print(line, flush=True))
+            except course.LessonFailed as err:
+                print(f"maelib lessons run: {err}", file=sys.stderr)
+                return 1
             for path, seconds in results:
                 print(f"{path.name}: {seconds / 60:.1f} min")
         elif args.action == "sync-urls":

@@ -44,31 +44,104 @@ def lesson_paths(selection: list[str] | None = None, folder: Path = NOTEBOOKS) -
     return chosen
 
 
+HEADLINE_TAG = "headline"  # a cell tagged so prints the lesson's headline result; `lessons run` repeats it at the end
+PROGRESS = re.compile(r"^(epoch \d+/\d+ .*|trained .*|loaded .*)$")  # fit's and runs.train_or_load's lines
+
+
+class LessonFailed(RuntimeError):
+    """A lesson stopped at a cell; the message says which, why, and where the details were saved."""
+
+
+def _lesson_client(nb, path: Path, timeout: int, echo):
+    """An nbclient NotebookClient that reports as it goes: a line per code cell, training progress lines."""
+    from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):  # every output message of the kernel
+            if msg["msg_type"] == "stream":
+                for line in msg["content"].get("text", "").splitlines():
+                    if PROGRESS.match(line.strip()):
+                        echo(f"      {line.strip()}")
+            return super().output(outs, msg, display_id, cell_index)
+
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+
+    def started(cell, cell_index, **_):
+        if cell.cell_type != "code":
+            return
+        first = next((line for line in cell.source.splitlines() if line.strip() and not line.startswith("#")), "")
+        echo(f"  cell {code.index(cell_index) + 1}/{len(code)}: {first[:70]}")
+
+    # --log-level=ERROR: the kernel's start-up warnings (about its local TCP ports) are not the lesson's
+    return Client(nb, kernel_name="python3", timeout=timeout, on_cell_start=started,
+                  extra_arguments=["--log-level=ERROR"], resources={"metadata": {"path": str(path.parent)}})
+
+
+def headlines(nb) -> list[str]:
+    """The text that cells tagged ``headline`` printed (stream text, or a Markdown/plain result)."""
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or HEADLINE_TAG not in cell.get("metadata", {}).get("tags", []):
+            continue
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stdout":
+                out.append(o["text"].rstrip())
+            elif o.get("output_type") in ("execute_result", "display_data"):
+                data = o.get("data", {})
+                if any(kind.startswith("image/") for kind in data):
+                    continue  # a figure: its text/plain is only "<Figure ...>"
+                text = data.get("text/markdown") or data.get("text/plain")
+                if text:
+                    out.append(text.rstrip())
+    return out
+
+
 def run_lessons(selection: list[str] | None = None, *, preset: str | None = None, out_dir: Path | None = None,
-                inplace: bool = False, timeout: int = 3600) -> list[tuple[Path, float]]:
+                inplace: bool = False, timeout: int = 3600, echo=print,
+                folder: Path = NOTEBOOKS) -> list[tuple[Path, float]]:
     """Execute lessons top to bottom; write each rendered copy to ``out_dir`` (or over the original).
 
-    Returns ``[(rendered_path, seconds)]``. The kernel inherits this process's environment plus
+    Reports as it goes (``echo``): a line per code cell, the training progress lines of long cells,
+    and at the end each lesson's headline results (cells tagged ``headline``). Returns
+    ``[(rendered_path, seconds)]``. The kernel inherits this process's environment plus
     ``MAELIB_PRESET`` when ``preset`` is given.
+
+    Raises :class:`LessonFailed` when a cell fails: its message names the cell and the error, and
+    says where the partly executed notebook and the full traceback were saved.
     """
     import nbformat
-    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     if preset is not None:
         os.environ["MAELIB_PRESET"] = preset
     out_dir = Path(out_dir or REPO_ROOT / "runs" / "notebooks")
     results = []
-    for path in lesson_paths(selection):
+    for path in lesson_paths(selection, folder):
         nb = nbformat.read(path, as_version=4)
-        print(f"running {path.name} (preset {os.environ.get('MAELIB_PRESET', 'default')}) ...", flush=True)
+        echo(f"running {path.name} (preset {os.environ.get('MAELIB_PRESET', 'default')}) ...")
         start = time.perf_counter()
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-        seconds = time.perf_counter() - start
         target = path if inplace else out_dir / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _lesson_client(nb, path, timeout, echo).execute()
+        except CellExecutionError as err:
+            partial = out_dir / f"{path.stem}.failed.ipynb"
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, partial)
+            traceback = partial.with_suffix(".traceback.txt")
+            traceback.write_text(str(err))
+            code = [c for c in nb.cells if c.cell_type == "code"]
+            failed = next((k for k, c in enumerate(code, 1) if any(o.get("output_type") == "error"
+                                                                     for o in c.get("outputs", []))), None)
+            reason = f"{err.ename}: {err.evalue}" if getattr(err, "ename", None) else str(err).splitlines()[-1]
+            raise LessonFailed(f"{path.name} failed at cell {failed}/{len(code)}: {reason}\n"
+                               f"  the partly executed notebook: {partial}\n"
+                               f"  the full traceback: {traceback}") from None
+        seconds = time.perf_counter() - start
         nbformat.write(nb, target)
-        print(f"  done in {seconds / 60:.1f} min -> {target}", flush=True)
+        echo(f"  done in {seconds / 60:.1f} min -> {target}")
+        for text in headlines(nb):
+            echo("\n".join(f"  | {line}" for line in text.splitlines()))
         results.append((target, seconds))
     return results
 

@@ -120,3 +120,33 @@ def test_a_lesson_trains_its_named_recipe_and_restates_nothing(notebook, recipe)
     # the committed run trained the recipe itself, unchanged, with a real preset
     assert re.search(rf"recipe {recipe} \((cpu|gpu) preset\)", printed), "not rendered from a cpu or gpu run"
     assert re.search(rf"trained {recipe} \((cpu|gpu) preset\) for", printed)
+
+
+def test_lessons_run_reports_progress_headlines_and_a_short_error(tmp_path):
+    import nbformat
+
+    from maelib.course import LessonFailed, run_lessons
+
+    def lesson(name, *cells):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell("# a lesson")] + [nbformat.v4.new_code_cell(c) for c in cells]
+        nb.cells[-1].metadata["tags"] = ["headline"]
+        nbformat.write(nb, tmp_path / name)
+
+    lesson("00_ok.ipynb", "x = 2", "print('epoch 1/2  train 0.5000  val 0.4000')\nprint('noise')",
+           "print(f'masked PSNR {x * 8.5:.1f} dB')")
+    lesson("01_bad.ipynb", "x = 1", "raise ValueError('the data root /nowhere does not exist')", "print('never')")
+    lines = []
+    [(path, seconds)] = run_lessons(["00"], out_dir=tmp_path / "out", folder=tmp_path, echo=lines.append)
+    text = "\n".join(lines)
+    assert "cell 1/3: x = 2" in text and "cell 3/3" in text
+    assert "epoch 1/2  train 0.5000" in text and "noise" not in text  # training progress, not every print
+    assert lines[-1] == "  | masked PSNR 17.0 dB" and path == tmp_path / "out" / "00_ok.ipynb"
+    with pytest.raises(LessonFailed) as failed:
+        run_lessons(["01"], out_dir=tmp_path / "out", folder=tmp_path, echo=lines.append)
+    message = str(failed.value)
+    assert message.startswith("01_bad.ipynb failed at cell 2/3: ValueError: the data root /nowhere does not exist")
+    assert len(message.splitlines()) == 3 and "Traceback" not in message
+    partial = nbformat.read(tmp_path / "out" / "01_bad.failed.ipynb", as_version=4)
+    assert partial.cells[2].outputs[0]["ename"] == "ValueError" and not partial.cells[3].outputs
+    assert "raise ValueError" in (tmp_path / "out" / "01_bad.failed.traceback.txt").read_text()

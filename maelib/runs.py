@@ -37,6 +37,7 @@ from .loggers import Logger
 from .models import build_model as build_from_architecture
 from .models import create_model
 from .normalize import PixelNormalizer
+from .presets import default_device
 from .train import LossFn, fit, make_loader
 
 
@@ -291,16 +292,18 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
             the same recipe (name, preset and changes) is loaded instead of training; one of another
             recipe is trained over, and said so. Without ``reuse`` the model is always trained.
         data: the recipe's :func:`load_data`, if the caller has it already.
-        device / logger / progress: for :func:`maelib.train.fit`.
+        device / logger / progress: for :func:`maelib.train.fit` (device: default the best one here);
+            a loaded model is put on ``device`` too.
 
     While it trains, ``fit`` writes ``<path without .pt>/last.pt`` after every epoch; with ``reuse``
     an interrupted run continues from there. The learning rate follows the recipe's batch
     (:func:`maelib.configs.learning_rate`).
     """
     path = Path(path) if path is not None else checkpoint_path(run)
+    device = torch.device(device) if device is not None else default_device()
     recipe = recipe_record(run)
     if reuse and path.exists():
-        loaded = load_run(path, device=device or "cpu")
+        loaded = load_run(path, device=device)
         if loaded.recipe == recipe:
             print(f"loaded {path}: {loaded.epoch} epochs of {run.name} ({run.preset} preset)")
             return TrainedRun(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(LoadedRun)},
@@ -318,8 +321,7 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
                                  checkpoint_dir=progress_dir, resume=reuse, progress=progress)
     train_loader = make_loader(data.train, run.batch_size, shuffle=True, seed=run.train.seed, num_workers=run.workers)
     val_loader = make_loader(data.val, run.val_batch_size, shuffle=False) if data.val is not None else None
-    device = torch.device(device) if device is not None else None
-    loss_fn = build_loss(run, model, device or "cpu", data.normalizer)
+    loss_fn = build_loss(run, model, device, data.normalizer)  # a perceptual network goes where the model trains
     start = time.perf_counter()
     history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=logger,
                   normalizer=data.normalizer, recipe=recipe)

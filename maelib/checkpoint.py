@@ -32,6 +32,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict[str, Any
     except Exception as err:  # torch's readers fail in many ways on a truncated or foreign file
         with open(path, "rb") as f:
             zip_file = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        if zip_file and zipfile.is_zipfile(path):
+            raise  # an intact archive: the problem is elsewhere (a device to map to, say), not the file
         what = ("is damaged: it was cut short (a save or a copy was interrupted); delete it and resume from an "
                 "earlier checkpoint, or train again") if zip_file else \
             "is not a PyTorch checkpoint (not a file torch.save wrote); point to the right file"

@@ -85,7 +85,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--no-augment", action="store_true", help="no random crops, flips or jitter")
     d.add_argument("--normalize-inputs", action=argparse.BooleanOptionalAction, default=None,
                    help="standardise images with the training images' per-channel mean and std (written to "
-                        "run.json), as lessons 02, 04 and 05 do")
+                        "run.json), as the lessons do")
     d.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes per training process")
 
     m = p.add_argument_group("masking")

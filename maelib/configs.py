@@ -75,10 +75,8 @@ class RunConfig:
         blr / lr: base learning rate for a batch of 256, scaled with the global batch; an explicit
             ``lr`` is used as it is.
         loss: ``"mse"`` (the model's masked MSE) or ``"combined"`` (0.6 MSE + 0.4 VGG19 perceptual).
-        pixel_stats: give the model the per-channel mean and std of the training images
-            (``pixel_mean`` / ``pixel_std``, for the MLP-MAE that standardises its inputs).
         normalize_inputs: standardise every image with the training images' per-channel mean and
-            std (a :class:`~maelib.data.PixelNormalizer`, as lessons 02, 04 and 05 do); the numbers
+            std (a :class:`~maelib.data.PixelNormalizer`, as the lessons do); the numbers
             are written to ``run.json`` so that outputs can be mapped back to pixels.
         workers: DataLoader worker processes per training process.
         train: the :class:`~maelib.train.TrainConfig` (epochs, schedule, mask, weight decay, ...);
@@ -106,7 +104,6 @@ class RunConfig:
     blr: float = 1.5e-4
     lr: float | None = None
     loss: str = "mse"
-    pixel_stats: bool = False
     normalize_inputs: bool = False
     workers: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -155,7 +152,7 @@ def lesson01_mlp_cats_dogs(preset: str) -> RunConfig:
     return RunConfig(
         name="lesson01_mlp_cats_dogs", model="mae_mlp_48", img_size=48, patch_size=6, dataset="cats_dogs",
         augment={"crop_scale": (0.8, 1.0), "hflip": True}, split="random", val_fraction=0.2,
-        subset=_by_preset(preset, smoke=256, cpu=None, gpu=None), pixel_stats=True,
+        subset=_by_preset(preset, smoke=256, cpu=None, gpu=None), normalize_inputs=True,
         batch_size=128, blr=1e-2,  # lr 5e-3 at batch 128, the seed project's
         train=TrainConfig(epochs=epochs, warmup_epochs=1, weight_decay=0.05, schedule="cosine",
                           mask={"mask_ratio": 0.75}, seed=0))
@@ -252,7 +249,7 @@ def summary(run: RunConfig, world_size: int = 1) -> str:
         f"random: {run.val_fraction:.0%} validation, {run.test_fraction:.0%} test"
     data_kwargs = f" {run.data_kwargs}" if run.data_kwargs else ""
     inputs = "standardised per channel with the training images' statistics" if run.normalize_inputs else \
-        ("pixels in [0, 1]" + (", the model standardises them" if run.pixel_stats else ""))
+        "pixels in [0, 1]"
     warmup = f", warmup {t.warmup_epochs:g} epochs" if t.warmup_epochs else ""
     return "\n".join([
         f"recipe {run.name} ({run.preset or 'custom'} preset)",

@@ -141,7 +141,7 @@ def run_lessons(selection: list[str] | None = None, *, preset: str | None = None
         nbformat.write(nb, target)
         echo(f"  done in {seconds / 60:.1f} min -> {target}")
         for text in headlines(nb):
-            echo("\n".join(f"  | {line}" for line in text.splitlines()))
+            echo("\n".join(f"    {line}" for line in text.splitlines()))
         results.append((target, seconds))
     return results
 

@@ -98,8 +98,8 @@ def _streamed_folder(run: RunConfig) -> tuple[Dataset, Dataset | None, dict[str,
         train_set, val_set = Subset(train_set, train_idx.tolist()), Subset(evaluation, val_idx.tolist())
     if run.subset is not None:
         train_set = Subset(train_set, range(min(run.subset, len(train_set))))
-    if run.pixel_stats or run.normalize_inputs:
-        raise ValueError("pixel_stats and normalize_inputs need the images in memory; not available with dataset "
+    if run.normalize_inputs:
+        raise ValueError("normalize_inputs needs the images in memory; not available with dataset "
                          "'imagefolder'")
     return train_set, val_set, {"in_chans": 3}
 
@@ -113,8 +113,8 @@ class RunData:
             the training images augmented as the recipe says, the validation images not.
         test: the held-out test images as an :class:`~maelib.data.ImageSet` (uint8, unaugmented,
             never trained or validated on), or None when the recipe keeps no test split.
-        from_data: what the model needs to know about the data: ``in_chans`` (and, with
-            ``pixel_stats``, ``pixel_mean`` / ``pixel_std``); pass it to :func:`build_model`.
+        from_data: what the model needs to know about the data (``in_chans``); pass it to
+            :func:`build_model`.
         normalizer: the :class:`~maelib.normalize.PixelNormalizer` fitted on the training split
             (``normalize_inputs``), or None.
         images: every image of the data set, as decoded (None for a streamed ``imagefolder``).
@@ -140,9 +140,6 @@ def load_data(run: RunConfig, progress: bool = True) -> RunData:
     train_images, val_images, test_images = _split(images, run)
     whole_train = train_images
     for_model: dict[str, Any] = {"in_chans": images.images.shape[1]}
-    if run.pixel_stats:  # as lesson 01: per channel, over the whole training split, in [0, 1]
-        pixels = train_images.images.float() / 255
-        for_model.update(pixel_mean=pixels.mean(dim=(0, 2, 3)).tolist(), pixel_std=pixels.std(dim=(0, 2, 3)).tolist())
     # fitted on the whole training split, like the pixel statistics and the lessons' normaliser
     normalizer = PixelNormalizer.fit(train_images.images) if run.normalize_inputs else None
     if run.subset is not None:

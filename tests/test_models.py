@@ -165,16 +165,15 @@ def test_classifier_on_encoder_and_linear_probe_freezes_encoder():
     assert MAEClassifier(tiny_vit(), 5, pool="cls")(torch.rand(2, 3, 32, 32)).shape == (2, 5)
 
 
-def test_mlp_mae_standardises_inputs_and_predicts_in_pixel_units():
+def test_mlp_mae_takes_standardised_images_and_reconstructs_pixels_with_the_normaliser():
     torch.manual_seed(0)
-    model = MaskedAutoencoderMLP(img_size=12, patch_size=6, hidden_dim=32, latent_dim=16, decoder_hidden_dim=32,
-                                 pixel_mean=(0.1, 0.2, 0.3), pixel_std=0.5)
-    assert model.pixel_mean[:3].tolist() == pytest.approx([0.1, 0.2, 0.3])  # (row, col, channel) order
+    model = MaskedAutoencoderMLP(img_size=12, patch_size=6, hidden_dim=32, latent_dim=16, decoder_hidden_dim=32)
+    assert not list(model.buffers())  # no statistics of its own: the PixelNormalizer holds them
     for layer in (model.decoder[-1],):
         torch.nn.init.zeros_(layer.weight)
         torch.nn.init.zeros_(layer.bias)
-    pred = model.predict(torch.rand(2, 3, 12, 12), random_masking(2, (2, 2), 0.5))
-    # a decoder that outputs 0 (the standardised mean) predicts the per-channel mean colour
-    assert torch.allclose(model.unpatchify(pred)[:, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]).expand(2, 3))
-    with pytest.raises(ValueError, match="pixel_std must be positive"):
-        MaskedAutoencoderMLP(img_size=12, patch_size=6, pixel_std=0.0)
+    norm = PixelNormalizer((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))
+    imgs = torch.rand(2, 3, 12, 12)
+    out = model.reconstruct(imgs, random_masking(2, (2, 2), 0.5), normalizer=norm)
+    # a decoder that outputs 0 (the standardised mean) paints every pixel in the per-channel mean colour
+    assert torch.allclose(out[:, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]).expand(2, 3))

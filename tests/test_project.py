@@ -141,7 +141,7 @@ def test_lessons_run_reports_progress_headlines_and_a_short_error(tmp_path):
     text = "\n".join(lines)
     assert "cell 1/3: x = 2" in text and "cell 3/3" in text
     assert "epoch 1/2  train 0.5000" in text and "noise" not in text  # training progress, not every print
-    assert lines[-1] == "  | masked PSNR 17.0 dB" and path == tmp_path / "out" / "00_ok.ipynb"
+    assert lines[-1] == "    masked PSNR 17.0 dB" and path == tmp_path / "out" / "00_ok.ipynb"
     with pytest.raises(LessonFailed) as failed:
         run_lessons(["01"], out_dir=tmp_path / "out", folder=tmp_path, echo=lines.append)
     message = str(failed.value)

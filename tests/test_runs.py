@@ -32,8 +32,7 @@ def same_weights(a, b) -> bool:
     lambda: MaskedAutoencoderViT(**TINY, norm_pix_loss=True),
     lambda: MaskedAutoencoderViT(img_size=(16, 24), patch_size=8, embed_dim=32, depth=1, num_heads=4,
                                  decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0),
-    lambda: MaskedAutoencoderMLP(img_size=12, patch_size=6, hidden_dim=32, latent_dim=8, decoder_hidden_dim=16,
-                                 pixel_mean=(0.1, 0.2, 0.3), pixel_std=(0.3, 0.2, 0.1)),
+    lambda: MaskedAutoencoderMLP(img_size=12, patch_size=6, hidden_dim=32, latent_dim=8, decoder_hidden_dim=16),
 ])
 def test_the_architecture_rebuilds_the_same_model(make):
     torch.manual_seed(0)

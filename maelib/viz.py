@@ -133,6 +133,37 @@ def show_mask_gallery(imgs: torch.Tensor, masks: Mapping[str, torch.Tensor], *, 
     return _finish(fig, show)
 
 
+def show_label_maps(imgs: torch.Tensor, label_maps: torch.Tensor, class_names: Mapping[int, str], *,
+                    size: float = 2.2, show: bool = False) -> Figure:
+    """Photos ``(B, C, H, W)`` above their label maps ``(B, 1, H, W)`` of class ids, one colour per class,
+    with a legend that names every class shown (``class_names``: id -> name)."""
+    if label_maps.ndim != 4 or label_maps.shape[1] != 1 or label_maps.shape[0] != len(imgs):
+        raise ValueError(f"label_maps must be (B, 1, H, W) with B = {len(imgs)}, got {tuple(label_maps.shape)}")
+    ids = sorted(class_names)
+    colours = plt.get_cmap("tab20", len(ids))
+    lookup = torch.zeros(max(ids) + 1, 3)  # class id -> RGB; unknown ids stay black
+    for k, class_id in enumerate(ids):
+        lookup[class_id] = torch.tensor(colours(k)[:3])
+    coloured = lookup[label_maps[:, 0].long()].permute(0, 3, 1, 2)  # (B, 3, H, W)
+    n = len(imgs)
+    fig, axes = plt.subplots(2, n, figsize=(size * n, size * 2 + 0.9), squeeze=False)
+    for c in range(n):
+        _imshow(axes[0, c], imgs[c])
+        _imshow(axes[1, c], coloured[c])
+    axes[0, 0].set_ylabel("photo", fontsize=9)
+    axes[1, 0].set_ylabel("labels", fontsize=9)
+    present = [i for i in ids if bool((label_maps == i).any())]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=lookup[i].tolist()) for i in present]
+    rows = -(-len(present) // 6)  # legend rows of up to 6 classes, below the maps
+    fig.legend(handles, [class_names[i] for i in present], loc="lower center", ncol=min(len(present), 6),
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.3 * rows / (size * 2 + 0.9), 1, 1))  # leave the legend its own strip
+    if show:
+        plt.show()
+    plt.close(fig)
+    return fig
+
+
 def plot_history(history: Mapping[str, Sequence[float]], *, logy: bool = False, show: bool = False,
                  loss_label: str = "loss (masked MSE)") -> Figure:
     """Curves against epochs (1, 2, ...) for a dict like ``{"train_loss": [...], "val_loss": [...]}``.

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -19,6 +20,7 @@ from maelib.viz import (  # noqa: E402
     plot_history,
     plot_metric_bars,
     show_images,
+    show_label_maps,
     show_mask_gallery,
     show_reconstructions,
 )
@@ -101,3 +103,16 @@ def test_plot_metric_bars_one_axes_per_metric():
     assert len(plot_metric_bars(rows, metrics=["ssim"]).axes) == 1
     with pytest.raises(ValueError, match="lpips"):
         plot_metric_bars(rows, metrics=["lpips"])
+
+
+def test_label_maps_get_one_colour_per_class_and_a_legend_of_the_classes_shown():
+    imgs = torch.rand(2, 3, 8, 8)
+    maps = torch.ones(2, 1, 8, 8, dtype=torch.uint8)
+    maps[0, 0, :4] = 3  # windows in the top half of the first map
+    fig = show_label_maps(imgs, maps, {1: "background", 2: "facade", 3: "window"})
+    assert len(fig.axes) == 4
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "window"]  # facade not shown
+    shown = fig.axes[2].images[0].get_array()  # the first label map, as drawn
+    assert not np.allclose(shown[0, 0], shown[7, 0])  # window and background differ in colour
+    with pytest.raises(ValueError, match="label_maps must be"):
+        show_label_maps(imgs, maps[:1], {1: "background"})

@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,6 +296,8 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
     (:func:`maelib.configs.learning_rate`).
     """
     path = Path(path) if path is not None else checkpoint_path(run)
+    if path.suffix != ".pt":
+        raise ValueError(f"path {path} must name a .pt file (its training progress goes to {path}/last.pt otherwise)")
     device = torch.device(device) if device is not None else default_device()
     recipe = recipe_record(run)
     if reuse and path.exists():
@@ -319,10 +320,9 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
     train_loader = make_loader(data.train, run.batch_size, shuffle=True, seed=run.train.seed, num_workers=run.workers)
     val_loader = make_loader(data.val, run.val_batch_size, shuffle=False) if data.val is not None else None
     loss_fn = build_loss(run, model, device, data.normalizer)  # a perceptual network goes where the model trains
-    start = time.perf_counter()
     history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=logger,
                   normalizer=data.normalizer, recipe=recipe)
-    minutes = (time.perf_counter() - start) / 60
+    minutes = sum(history["epoch_time"]) / 60  # every epoch's, also those of a run this one continued
     save_checkpoint(path, model, epoch=len(history["epoch"]), history=history, config=config,
                     normalizer=data.normalizer, recipe=recipe, train_minutes=minutes)
     print(f"trained {run.name} ({run.preset} preset) for {len(history['epoch'])} epochs in {minutes:.1f} min; "

@@ -240,6 +240,8 @@ def test_checkpoint_paths_follow_the_recipe_and_preset_and_what_changed():
     shorter, longer = configs.replace(run, epochs=10), configs.replace(run, epochs=20)
     names = {runs.checkpoint_path(r).name for r in (run, shorter, longer, configs.replace(run, epochs=10))}
     assert len(names) == 3 and all(n.startswith("lesson02_vit_faces-cpu") for n in names)
+    with pytest.raises(ValueError, match="must name a .pt file"):
+        runs.train_or_load(run, path="checkpoints/faces")  # refused before any data is loaded
 
 
 def test_from_pretrained_rebuilds_a_maelib_checkpoint_by_its_stored_architecture(tmp_path):

@@ -35,9 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import nn
-
 from .models import MODEL_CONFIGS
 from .presets import PRESETS, current_preset
 from .train import TrainConfig
@@ -284,40 +281,6 @@ def batch_plan(run: RunConfig, world_size: int) -> tuple[int, int]:
 def learning_rate(run: RunConfig, global_batch: int) -> float:
     """``run.lr`` if given, else the paper's rule ``blr x global batch / 256``."""
     return run.lr if run.lr is not None else run.blr * global_batch / 256
-
-
-# --------------------------------------------------------------------------- kept for the lessons
-# Building runs is code, in maelib.runs; these names stay so that the rendered lessons keep working
-# until they are re-rendered with maelib.runs.
-
-
-def load_data(run: RunConfig, progress: bool = True):
-    """``(train_set, val_set, from_data, normalizer)``: :func:`maelib.runs.load_data` without the test split."""
-    from . import runs
-
-    parts = runs.load_data(run, progress)
-    return parts.train, parts.val, parts.from_data, parts.normalizer
-
-
-def build_model(run: RunConfig, **from_data: Any) -> nn.Module:
-    """:func:`maelib.runs.build_model`."""
-    from . import runs
-
-    return runs.build_model(run, **from_data)
-
-
-def check_loss(run: RunConfig) -> None:
-    """:func:`maelib.runs.check_loss`."""
-    from . import runs
-
-    runs.check_loss(run)
-
-
-def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "cpu", normalizer=None):
-    """:func:`maelib.runs.build_loss`."""
-    from . import runs
-
-    return runs.build_loss(run, model, device, normalizer)
 
 
 def replace(run: RunConfig, **changes: Any) -> RunConfig:

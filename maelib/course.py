@@ -21,6 +21,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as a lesson prints it: relative to the repository (``checkpoints/x.pt``) or to the home folder
+    (``~/.cache/...``) when it lies there, so that rendered notebooks show no one machine's folders."""
+    path = Path(path).expanduser()
+    for base, prefix in ((REPO_ROOT, ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def repository_url(root: Path = REPO_ROOT) -> str:
     """The course repository, from ``pyproject.toml`` (e.g. ``https://github.com/owner/name``)."""
     with open(root / "pyproject.toml", "rb") as fh:

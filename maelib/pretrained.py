@@ -49,6 +49,7 @@ from torch import nn
 
 from .cache import cache_dir
 from .checkpoint import clean_key, load_weights, read_checkpoint, unwrap
+from .course import shown_path
 from .download import DownloadError, download_and_extract, sha256_of
 from .models import MaskedAutoencoderViT, build_model, create_model, interpolate_pos_embed
 
@@ -114,7 +115,8 @@ class LoadReport:
             not any(_part(k) in DECODER_PARTS - FIXED for k in self.missing)
 
     def __str__(self) -> str:
-        lines = [f"{self.source}: loaded {len(self.loaded)} tensors ({summarise_keys(self.loaded) or 'none'})"]
+        source = shown_path(self.source) if Path(self.source).exists() else self.source
+        lines = [f"{source}: loaded {len(self.loaded)} tensors ({summarise_keys(self.loaded) or 'none'})"]
         for label, keys in (("interpolated", self.interpolated), ("missing", self.missing),
                             ("unexpected, ignored", self.unexpected)):
             if keys:

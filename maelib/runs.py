@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 from . import data
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
 from .configs import CONFIGS, RunConfig, as_dict, batch_plan, get_config, learning_rate
-from .course import REPO_ROOT
+from .course import REPO_ROOT, shown_path
 from .loggers import Logger
 from .models import build_model as build_from_architecture
 from .models import create_model
@@ -303,10 +303,10 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
     if reuse and path.exists():
         loaded = load_run(path, device=device)
         if loaded.recipe == recipe:
-            print(f"loaded {path}: {loaded.epoch} epochs of {run.name} ({run.preset} preset)")
+            print(f"loaded {shown_path(path)}: {loaded.epoch} epochs of {run.name} ({run.preset} preset)")
             return TrainedRun(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(LoadedRun)},
                               loaded=True, minutes=float(loaded.checkpoint.get("train_minutes", 0.0)), data=data)
-        print(f"{path} holds another recipe ({loaded.recipe}); training this one ({recipe})")
+        print(f"{shown_path(path)} holds another recipe ({loaded.recipe}); training this one ({recipe})")
     data = data or load_data(run, progress=progress)
     torch.manual_seed(run.train.seed)
     model = build_model(run, **data.from_data)
@@ -326,6 +326,6 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
     save_checkpoint(path, model, epoch=len(history["epoch"]), history=history, config=config,
                     normalizer=data.normalizer, recipe=recipe, train_minutes=minutes)
     print(f"trained {run.name} ({run.preset} preset) for {len(history['epoch'])} epochs in {minutes:.1f} min; "
-          f"saved {path}")
+          f"saved {shown_path(path)}")
     return TrainedRun(model=model.eval(), normalizer=data.normalizer, path=path, epoch=len(history["epoch"]),
                       recipe=recipe, history=history, loaded=False, minutes=minutes, data=data)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from maelib import configs
+from maelib import configs, runs
 from maelib.__main__ import make_parser, resolve_run, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def test_every_configuration_builds_in_every_preset():
             assert run.name == name and run.train.epochs >= 1
             if run.model == "mae_vit_base_patch16" and preset != "gpu":
                 continue  # 112 M parameters: build it once
-            model = configs.build_model(run)
+            model = runs.build_model(run)
             imgs = torch.zeros(2, 3, run.img_size, run.img_size)
             assert model.make_mask(imgs, **run.train.mask).mask.shape == (2, model.num_patches)
     with pytest.raises(ValueError, match="unknown configuration 'nope'"):
@@ -202,16 +202,17 @@ def test_combined_loss_trains_through_fit(tmp_path, npy_folder, monkeypatch):
 
 def test_normalize_inputs_standardises_with_the_training_images_statistics(tmp_path, npy_folder):
     flags = [*TINY, "--data-folder", str(npy_folder), "--no-augment"]
-    plain = configs.load_data(resolve_run(args_for(*flags)), progress=False)
-    assert plain[3] is None  # the tiny configuration trains on pixels in [0, 1]
+    plain = runs.load_data(resolve_run(args_for(*flags)), progress=False)
+    assert plain.normalizer is None  # the tiny configuration trains on pixels in [0, 1]
     run = resolve_run(args_for(*flags, "--normalize-inputs"))
-    train_set, val_set, _, normalizer = configs.load_data(run, progress=False)
+    parts = runs.load_data(run, progress=False)
+    train_set, val_set, normalizer = parts.train, parts.val, parts.normalizer
     train_imgs = torch.stack([train_set[i] for i in range(len(train_set))])  # (24, 3, 16, 16), standardised
     assert torch.allclose(train_imgs.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(train_imgs.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-5)
     # validation images get the training images' numbers, and they map back to the original pixels
-    assert torch.allclose(normalizer.denormalize(val_set[0]), plain[1][0], atol=1e-6)
-    assert not torch.allclose(val_set[0], plain[1][0])
+    assert torch.allclose(normalizer.denormalize(val_set[0]), plain.val[0], atol=1e-6)
+    assert not torch.allclose(val_set[0], plain.val[0])
 
     train(args_for(*flags, "--normalize-inputs", "--epochs", "1", "--out", str(tmp_path)))
     record = json.loads((tmp_path / "run.json").read_text())

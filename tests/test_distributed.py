@@ -23,7 +23,7 @@ import torch
 import torch.multiprocessing as mp
 
 from maelib.__main__ import make_parser, resolve_run, train
-from maelib.configs import build_model
+from maelib.runs import build_model
 
 # 32 images: 24 train + 8 val; 3 optimizer steps per epoch at a global batch of 8
 COMMON = ["train", "--config", "tiny", "--preset", "smoke", "--img-size", "16", "--patch-size", "4",

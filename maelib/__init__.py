@@ -9,13 +9,16 @@ Modules, one job each (the first five need torch alone):
     losses    VGG19 perceptual loss, SSIM loss, masked MSE + either
     ssim      the SSIM score
     metrics   PSNR/SSIM on masked pixels, classical inpainting baselines
-    download  verified, atomic downloads (data sets and weights)
-    cache     where decoded tensors and downloaded weights are kept
+    download  verified, atomic downloads (data sets and weights), from a mirror if one is set
+    cache     where decoded tensors, downloaded weights and archives being unpacked are kept
     data      datasets as uint8 tensors, splits, augmentation
     train     one fit loop with checkpoints and resume
     pretrained  official and maelib weights, frozen blocks + new blocks
+    probe     what an encoder learned: linear probes, k-NN, fine-tuning the top k blocks, scores with intervals
+    inside    the class token's attention and the patch features' principal components, as pictures
     viz       figures
     presets   smoke / cpu / gpu settings of the lessons
+    colab     a lesson's set-up on a Colab VM, data and checkpoints optionally in Google Drive
     configs   named training configurations of `maelib train`
     distributed  torchrun process groups (DDP)
 """

@@ -36,7 +36,8 @@ configurations:
 
 MASK_ARGS = ("mask_ratio", "block_ratio", "random_ratio", "flipped", "random_offset", "horizontal_random_offset")
 RUN_ARGS = ("model", "dataset", "data_root", "data_folder", "img_size", "patch_size", "subset", "val_fraction",
-            "test_fraction", "workers", "batch_size", "global_batch", "blr", "lr", "loss", "normalize_inputs")
+            "test_fraction", "workers", "batch_size", "global_batch", "blr", "lr", "loss", "normalize_inputs",
+            "init_from")
 TRAIN_ARGS = ("epochs", "warmup_epochs", "weight_decay", "schedule", "grad_clip", "amp", "seed", "accum_steps",
               "log_every")
 
@@ -64,7 +65,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--norm-pix-loss", action=argparse.BooleanOptionalAction, default=None,
                       help="predict per-patch normalised pixels (the paper's norm_pix_loss)")
     what.add_argument("--loss", choices=LOSSES,
-                      help="mse: the masked MSE; combined: 0.6 masked MSE + 0.4 VGG19 perceptual (needs weights)")
+                      help="mse: the masked MSE; combined: 0.6 masked MSE + 0.4 VGG19 perceptual (needs weights); "
+                           "mse+ssim: masked MSE + 4 x (1 - SSIM of the paste-back)")
+    what.add_argument("--init-from", metavar="RECIPE_OR_PT",
+                      help="fine-tune: start from the trained model of this recipe (same preset; trained first if "
+                           "missing) or from a maelib checkpoint file, instead of random weights")
 
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS,
@@ -329,6 +334,12 @@ def train(args: argparse.Namespace):
         if args.dry_run:
             return model, {}
 
+        if run.init_from and not (args.resume and last.exists()):  # fine-tuning (a resumed run has its own weights)
+            try:
+                runs.start_from(run, model, normalizer, progress=main, train_missing=world == 1)
+            except (FileNotFoundError, ValueError) as err:
+                raise SystemExit(f"maelib train: {err}") from err
+            _say(f"  start   from {run.init_from}")
         loss_fn = runs.build_loss(run, model, device, normalizer)
         train_loader = make_loader(train_set, run.batch_size, shuffle=True, seed=run.train.seed,
                                    num_workers=run.workers, distributed=True)
@@ -385,6 +396,22 @@ def make_parser(with_train: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks (to commit a new run)")
     run.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     lsub.add_parser("sync-urls", help="rewrite Colab badges and install cells from pyproject.toml")
+    predict = lsub.add_parser("predict", help="a T4's time per lesson, from FLOPs counted in capped gpu-preset runs",
+                              description="Runs the lessons under the gpu preset with the step cap (as CI does, on "
+                                          "this CPU), then prints each lesson's counted FLOPs and predicted minutes "
+                                          "on a Colab T4; see maelib/predict.py for how.")
+    predict.add_argument("lessons", nargs="*", help="lesson numbers or names (default: all)")
+    predict.add_argument("--rendered", action="store_true",
+                         help="read the capped runs in runs/notebooks-gpu-capped/ instead of running the lessons")
+    predict.add_argument("--memory", action="store_true",
+                         help="print instead each recipe's peak memory for one gpu-preset training step")
+    release = lsub.add_parser("release", help="build the student versions (no solutions) with nbgrader",
+                              description="Student versions of the lessons, made by nbgrader's generate_assignment: "
+                                          "solutions replaced by `raise NotImplementedError()`, outputs cleared, "
+                                          "autograded test cells locked. OUT becomes an nbgrader course folder "
+                                          "(source/, release/, gradebook.db); see docs/TEACHING.md.")
+    release.add_argument("lessons", nargs="*", help="lesson numbers or names (default: all)")
+    release.add_argument("--out", default=None, help="the course folder (default: release/, not committed)")
     if with_train:
         add_train_parser(sub)
     else:
@@ -413,6 +440,22 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             for path, seconds in results:
                 print(f"{path.name}: {seconds / 60:.1f} min")
+        elif args.action == "predict":
+            from . import predict
+
+            try:
+                print(predict.memory_table() if args.memory else
+                      predict.predict_lessons(args.lessons, rendered=args.rendered,
+                                              echo=lambda line: print(line, flush=True)))
+            except (course.LessonFailed, FileNotFoundError) as err:
+                print(f"maelib lessons predict: {err}", file=sys.stderr)
+                return 1
+        elif args.action == "release":
+            try:
+                course.release_lessons(args.lessons, out_dir=args.out, echo=lambda line: print(line, flush=True))
+            except course.ReleaseFailed as err:
+                print(f"maelib lessons release: {err}", file=sys.stderr)
+                return 1
         elif args.action == "sync-urls":
             for path in course.sync_urls():
                 print(f"updated {path}")

@@ -16,7 +16,11 @@ name                     lesson model                 data                      
 tiny                     --     2-block ViT, 32 px    cats and dogs               random 75%
 lesson01_mlp_cats_dogs   01     MLP-MAE, 48 px        cats and dogs               random 75%
 lesson02_vit_faces       02     ViT-MAE, 64 / 256 px  CelebA faces                random 75%
-lesson04_facades_block   04     ViT-MAE, 64 / 224 px  CMP facades                 block, half the rows
+lesson04_facades_*       04     ViT-MAE, 64 / 224 px  CMP facades                 random / block / combined
+lesson04b_facades_*      04b    the same              CMP facades                 pre-train random or block,
+                                                                                  fine-tune on bands
+lesson05_finetune_facades 05    pretrained, 64 / 224  CMP facades                 block, half the rows
+lesson06_mae_cats_dogs   06     ViT-MAE, 64 px        cats and dogs (70/10/20)    random 75%
 paper_vit_base           --     ViT-B/16, 224 px      an ImageNet-style folder    random 75%, norm_pix
 ======================== ====== ===================== =========================== ======================
 
@@ -40,7 +44,7 @@ from .presets import PRESETS, current_preset
 from .train import TrainConfig
 
 DATASETS = ("cats_dogs", "faces", "facades", "folder", "npy", "imagefolder")
-LOSSES = ("mse", "combined")
+LOSSES = ("mse", "combined", "mse+ssim")
 
 
 @dataclass
@@ -60,6 +64,8 @@ class RunConfig:
         data_folder: the folder for ``folder``, ``npy`` and ``imagefolder``.
         img_size / patch_size: images are resized to ``img_size``; ``patch_size`` None keeps the model's.
         augment: keywords for :func:`maelib.data.train_transforms` (None: no augmentation).
+        decode_scale: the training images are decoded this many times larger than ``img_size`` so that
+            random crops keep detail (1: at the model's size); validation and test images are not.
         split: ``"random"`` (a seeded split with ``val_fraction``, stratified by label when there are
             labels) or ``"hint"`` (the data set's own train/val split from MANIFEST.tsv).
         val_fraction: share of the images kept for validation with ``split="random"`` (0: none).
@@ -71,7 +77,12 @@ class RunConfig:
             accum_steps equals it; otherwise ``train.accum_steps`` is used as it is.
         blr / lr: base learning rate for a batch of 256, scaled with the global batch; an explicit
             ``lr`` is used as it is.
-        loss: ``"mse"`` (the model's masked MSE) or ``"combined"`` (0.6 MSE + 0.4 VGG19 perceptual).
+        loss: ``"mse"`` (the model's masked MSE), ``"combined"`` (0.6 MSE + 0.4 VGG19 perceptual) or
+            ``"mse+ssim"`` (masked MSE + ``ssim_weight`` x (1 - SSIM of the paste-back), needs no weights).
+        ssim_weight: the SSIM term's weight in ``"mse+ssim"``.
+        init_from: fine-tuning: the name of the recipe (same preset) whose trained model this run
+            starts from, instead of a random initialisation (:func:`maelib.runs.train_or_load` trains
+            or loads it first), or the path of a maelib checkpoint (``.pt``). None: from scratch.
         normalize_inputs: standardise every image with the training images' per-channel mean and
             std (a :class:`~maelib.data.PixelNormalizer`, as the lessons do); the numbers
             are written to ``run.json`` so that outputs can be mapped back to pixels.
@@ -91,6 +102,7 @@ class RunConfig:
     data_root: str | None = None
     data_folder: str | None = None
     augment: dict[str, Any] | None = field(default_factory=lambda: {"crop_scale": (0.8, 1.0), "hflip": True})
+    decode_scale: float = 1.0
     split: str = "random"
     val_fraction: float = 0.1
     test_fraction: float = 0.0
@@ -101,6 +113,8 @@ class RunConfig:
     blr: float = 1.5e-4
     lr: float | None = None
     loss: str = "mse"
+    ssim_weight: float = 4.0
+    init_from: str | None = None
     normalize_inputs: bool = False
     workers: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -124,6 +138,12 @@ class RunConfig:
         if self.batch_size < 1 or (self.global_batch is not None and self.global_batch < 1):
             raise ValueError(f"need batch_size >= 1 and global_batch None or >= 1, got {self.batch_size}, "
                              f"{self.global_batch}")
+        if self.decode_scale < 1:
+            raise ValueError(f"decode_scale must be >= 1 (training images decoded at least at the model's size), "
+                             f"got {self.decode_scale}")
+        if self.init_from is not None and self.init_from not in CONFIGS and not str(self.init_from).endswith(".pt"):
+            raise ValueError(f"init_from names no recipe and no checkpoint (.pt): {self.init_from!r}; recipes are "
+                             f"{sorted(CONFIGS)}")
         if self.blr <= 0 or (self.lr is not None and self.lr <= 0):
             raise ValueError(f"learning rates must be > 0, got blr={self.blr}, lr={self.lr}")
 
@@ -174,32 +194,113 @@ def lesson02_vit_faces(preset: str) -> RunConfig:
                           weight_decay=0.05, mask={"mask_ratio": 0.75}, seed=0))
 
 
-def lesson04_facades_block(preset: str) -> RunConfig:
-    """Lesson 04: a ViT-MAE on CMP facades with half the rows masked (64 px; gpu 224 px), MSE + perceptual loss.
+def _facades(preset: str, name: str, mask: dict[str, Any], *, epochs: int, warmup: float,
+             patch_size: int | None = None, augment: dict[str, Any] | None = None, decode_scale: float = 1.5,
+             loss: str | None = None, init_from: str | None = None) -> RunConfig:
+    """The facade ViT-MAE of lessons 04 and 04b: 64 px, patch 8 (gpu: 224 px, patch 16), on CMP facades.
 
     The gpu preset's model is 224 px, patch 16, encoder 256 x 12, decoder 256 x 6; the cpu and smoke
-    presets' is 64 px, patch 8, encoder 192 x 6, decoder 128 x 2.
-
-    Like the notebook, it standardises the inputs with the training facades' statistics; the
-    notebook also decodes the photos 1.5x larger for the random crops, this configuration crops
-    from the model's size.
+    presets' is 64 px, patch 8, encoder 192 x 6, decoder 128 x 2. Inputs are standardised with the
+    training facades' statistics; the training photos are decoded 1.5x larger so that the random
+    crops keep detail. The loss is the masked MSE, with the VGG19 perceptual term (0.6 MSE + 0.4
+    perceptual) on the gpu preset, where the ImageNet weights can be downloaded.
     """
     big = preset == "gpu"
     return RunConfig(
-        name="lesson04_facades_block", model="mae_vit_facade_seed001", dataset="facades",
-        img_size=224 if big else 64, patch_size=16 if big else 8,
+        name=name, model="mae_vit_facade_seed001", dataset="facades",
+        img_size=224 if big else 64, patch_size=patch_size or (16 if big else 8),
         model_kwargs={} if big else dict(embed_dim=192, depth=6, num_heads=3, decoder_embed_dim=128,
                                          decoder_depth=2, decoder_num_heads=4),
-        augment={"crop_scale": (0.4, 1.0), "hflip": True, "rotation": 5.0, "color_jitter": 0.1},
-        normalize_inputs=True,
+        augment=augment or {"crop_scale": (0.4, 1.0), "hflip": True, "rotation": 5.0, "color_jitter": 0.1},
+        decode_scale=decode_scale, normalize_inputs=True,
         split="hint",  # the source's 302 / 37 / 39 split
         subset=_by_preset(preset, smoke=48, cpu=None, gpu=None),
         batch_size=32 if big else 16, val_batch_size=64,
         blr=4e-3 if big else 1.6e-2,  # lr 5e-4 at batch 32 / 1e-3 at batch 16
-        loss="combined",  # 0.6 masked MSE + 0.4 VGG19 perceptual (needs the VGG19 weights; else --loss mse)
-        train=TrainConfig(epochs=_by_preset(preset, smoke=1, cpu=60, gpu=400),
-                          warmup_epochs=_by_preset(preset, smoke=0, cpu=5, gpu=20), schedule="cosine",
-                          grad_clip=1.0, mask={"mask_mode": "block", "block_ratio": 0.5, "random_offset": True}))
+        loss=loss or ("combined" if big else "mse"), init_from=init_from,
+        train=TrainConfig(epochs=epochs, warmup_epochs=warmup, schedule="cosine", weight_decay=0.05,
+                          grad_clip=1.0, mask=mask, seed=0))
+
+
+# the masks of lesson 03, each trained into its own model in lesson 04; the test task is the band
+FACADE_MASKS = {
+    "random": {"mask_mode": "random", "mask_ratio": 0.75},
+    "block": {"mask_mode": "block", "block_ratio": 0.5, "random_offset": True},
+    "combined": {"mask_mode": "combined", "block_ratio": 0.3, "random_ratio": 0.45, "random_offset": True,
+                 "horizontal_random_offset": True},
+}
+# fine-tuning sees whole facades framed as the test frames them: flips and colour jitter, no crops or rotation
+WHOLE_FACADES = {"crop_scale": None, "hflip": True, "color_jitter": 0.1}
+
+
+def _lesson04(preset: str, strategy: str) -> RunConfig:
+    epochs = _by_preset(preset, smoke=1, cpu=60, gpu=400)
+    return _facades(preset, f"lesson04_facades_{strategy}", FACADE_MASKS[strategy], epochs=epochs,
+                    warmup=min(5, epochs / 10) if preset != "gpu" else 20)
+
+
+def lesson04_facades_random(preset: str) -> RunConfig:
+    """Lesson 04: the facade ViT-MAE trained on random masks (75%), scored on bands (64 px; gpu 224 px)."""
+    return _lesson04(preset, "random")
+
+
+def lesson04_facades_block(preset: str) -> RunConfig:
+    """Lesson 04: the facade ViT-MAE trained on bands of half the rows (64 px; gpu 224 px, + VGG19 loss)."""
+    return _lesson04(preset, "block")
+
+
+def lesson04_facades_combined(preset: str) -> RunConfig:
+    """Lesson 04: the facade ViT-MAE trained on a square + random patches (seed 003's masks)."""
+    return _lesson04(preset, "combined")
+
+
+def lesson04_facades_block_patch4(preset: str) -> RunConfig:
+    """Lesson 04: the block recipe on a grid twice as fine (patch 4; gpu 8), a quarter of the epochs."""
+    run = _lesson04(preset, "block")
+    epochs = max(1, run.train.epochs // 4)
+    return dataclasses.replace(run, name="lesson04_facades_block_patch4", patch_size=run.patch_size // 2,
+                               train=dataclasses.replace(run.train, epochs=epochs, warmup_epochs=min(5, epochs / 10)))
+
+
+def _pretrain(preset: str, name: str, strategy: str) -> RunConfig:
+    epochs = _by_preset(preset, smoke=1, cpu=400, gpu=1600)
+    return _facades(preset, name, FACADE_MASKS[strategy], epochs=epochs, warmup=min(5, epochs / 10), loss="mse")
+
+
+def _finetune(preset: str, name: str, init_from: str, loss: str | None = None) -> RunConfig:
+    epochs = _by_preset(preset, smoke=1, cpu=30, gpu=100)
+    return _facades(preset, name, FACADE_MASKS["block"], epochs=epochs, warmup=min(3, epochs / 10),
+                    augment=WHOLE_FACADES, decode_scale=1.0, loss=loss or "mse", init_from=init_from)
+
+
+def lesson04b_facades_pretrain(preset: str) -> RunConfig:
+    """Lesson 04b: pre-training on facades with random masks, for long (400 epochs; gpu 1600)."""
+    return _pretrain(preset, "lesson04b_facades_pretrain", "random")
+
+
+def lesson04b_facades_finetune(preset: str) -> RunConfig:
+    """Lesson 04b: the random-mask pre-training fine-tuned on bands of whole facades (30 epochs; gpu 100)."""
+    return _finetune(preset, "lesson04b_facades_finetune", "lesson04b_facades_pretrain")
+
+
+def lesson04b_facades_finetune_ssim(preset: str) -> RunConfig:
+    """Lesson 04b: the same fine-tuning with masked MSE + 4 x (1 - SSIM of the paste-back)."""
+    return _finetune(preset, "lesson04b_facades_finetune_ssim", "lesson04b_facades_pretrain", loss="mse+ssim")
+
+
+def lesson04b_facades_finetune_vgg(preset: str) -> RunConfig:
+    """Lesson 04b: the same fine-tuning with 0.6 masked MSE + 0.4 VGG19 perceptual (needs the VGG19 weights)."""
+    return _finetune(preset, "lesson04b_facades_finetune_vgg", "lesson04b_facades_pretrain", loss="combined")
+
+
+def lesson04b_facades_block_pretrain(preset: str) -> RunConfig:
+    """Lesson 04b, the control: the same long pre-training, on bands instead of random masks."""
+    return _pretrain(preset, "lesson04b_facades_block_pretrain", "block")
+
+
+def lesson04b_facades_block_finetune(preset: str) -> RunConfig:
+    """Lesson 04b, the control: the band pre-training, fine-tuned like the random one (same 430 epochs)."""
+    return _finetune(preset, "lesson04b_facades_block_finetune", "lesson04b_facades_block_pretrain")
 
 
 def paper_vit_base(preset: str) -> RunConfig:
@@ -221,9 +322,116 @@ def paper_vit_base(preset: str) -> RunConfig:
 
 
 CONFIGS: dict[str, Callable[[str], RunConfig]] = {
-    f.__name__: f for f in (tiny, lesson01_mlp_cats_dogs, lesson02_vit_faces, lesson04_facades_block,
-                            paper_vit_base)
+    f.__name__: f for f in (tiny, lesson01_mlp_cats_dogs, lesson02_vit_faces,
+                            lesson04_facades_random, lesson04_facades_block, lesson04_facades_combined,
+                            lesson04_facades_block_patch4, lesson04b_facades_pretrain, lesson04b_facades_finetune,
+                            lesson04b_facades_finetune_ssim, lesson04b_facades_finetune_vgg,
+                            lesson04b_facades_block_pretrain, lesson04b_facades_block_finetune, paper_vit_base)
 }
+
+
+# --------------------------------------------------------------------------- lesson 06: what the encoder learned
+# One split for everything lesson 06 trains and scores: cats and dogs, stratified 70 / 10 / 20 (seed 0),
+# so the 800 test images are never pre-trained, fine-tuned or probed on.
+_LESSON06_SPLIT = dict(dataset="cats_dogs", split="random", val_fraction=0.1, test_fraction=0.2)
+
+
+def lesson06_mae_cats_dogs(preset: str) -> RunConfig:
+    """Lesson 06: lesson 02's ViT-MAE (64 px, patch 8) pre-trained on cats and dogs, labels unused."""
+    epochs = _by_preset(preset, smoke=1, cpu=40, gpu=100)
+    return RunConfig(
+        name="lesson06_mae_cats_dogs", model="mae_vit_small_faces64", img_size=64, **_LESSON06_SPLIT,
+        model_kwargs={"norm_pix_loss": True},  # the paper's target: each hidden patch standardised
+        augment={"crop_scale": (0.5, 1.0), "hflip": True}, normalize_inputs=True,
+        subset=_by_preset(preset, smoke=256, cpu=None, gpu=None),
+        batch_size=32, val_batch_size=200,
+        blr=1.2e-2,  # lr 1.5e-3 at batch 32
+        train=TrainConfig(epochs=epochs, warmup_epochs=min(5, epochs / 10), schedule="cosine", weight_decay=0.05,
+                          mask={"mask_ratio": 0.75}, seed=0))
+
+
+def lesson06_finetune_cats_dogs(preset: str) -> RunConfig:
+    """Lesson 06: cat-or-dog classification on the same split, for ``maelib.probe.finetune`` (not ``maelib train``).
+
+    The encoder's architecture and input normalisation come from the encoder being tuned (the cpu
+    preset's MAE above, 64 px; the gpu preset's official ViT-B/16 at 224 px); this recipe gives the
+    images (pixels in [0, 1]), the augmentation, the batch and the schedule, the same for every
+    encoder, so that fine-tuning and training from scratch differ only in where the weights start.
+    """
+    big = preset == "gpu"
+    epochs = _by_preset(preset, smoke=1, cpu=15, gpu=20)
+    return RunConfig(
+        name="lesson06_finetune_cats_dogs", model="mae_vit_base_patch16" if big else "mae_vit_small_faces64",
+        img_size=224 if big else 64, **_LESSON06_SPLIT,
+        augment={"crop_scale": (0.5, 1.0), "hflip": True}, normalize_inputs=False,
+        subset=_by_preset(preset, smoke=256, cpu=None, gpu=None),
+        batch_size=32, val_batch_size=200, preset=preset,
+        blr=_by_preset(preset, smoke=2.4e-3, cpu=2.4e-3, gpu=8e-4),  # lr 3e-4 / 1e-4 at batch 32
+        train=TrainConfig(epochs=epochs, warmup_epochs=min(2, epochs / 10), schedule="cosine", weight_decay=0.05,
+                          task="classify", label_smoothing=0.1, seed=0))
+
+
+CONFIGS["lesson06_mae_cats_dogs"] = lesson06_mae_cats_dogs  # the fine-tuning recipe is not one `maelib train` runs
+
+
+# --------------------------------------------------------------------------- lesson 05: fine-tuning pretrained weights
+def lesson05_finetune_facades(preset: str) -> RunConfig:
+    """Lesson 05: a pretrained ViT-MAE fine-tuned on facades with bands masked, for ``maelib.train.fit`` in the lesson.
+
+    The model is the pretrained one's (gpu: the official ViT-B/16 at 224 px, patch 16; cpu and smoke:
+    lesson 02's faces model, 64 px, patch 8), loaded by the lesson; this recipe gives its size, the
+    images, the batch, the schedule and the masks (lesson 04's bands). ``lr`` is the rate from
+    scratch; the lesson fine-tunes pretrained weights at half of it.
+    """
+    big = preset == "gpu"
+    epochs = _by_preset(preset, smoke=1, cpu=60, gpu=100)
+    return RunConfig(
+        name="lesson05_finetune_facades", model="mae_vit_base_patch16" if big else "mae_vit_small_faces64",
+        dataset="facades", img_size=224 if big else 64, patch_size=16 if big else 8,
+        augment={"crop_scale": (0.4, 1.0), "hflip": True, "rotation": 5.0, "color_jitter": 0.1}, decode_scale=1.5,
+        normalize_inputs=True, split="hint", subset=_by_preset(preset, smoke=48, cpu=None, gpu=None),
+        batch_size=32 if big else 16, val_batch_size=64, lr=5e-4 if big else 1e-3,
+        train=TrainConfig(epochs=epochs, warmup_epochs=min(5, epochs / 10), schedule="cosine", weight_decay=0.05,
+                          grad_clip=1.0, mask={"mask_mode": "block", "block_ratio": 0.5, "random_offset": True},
+                          seed=0))
+
+
+# --------------------------------------------------------------------------- what fits a T4
+# Peak memory of one gpu-preset training step of each recipe, in GiB, that it must stay under: counted in
+# float32 by maelib.costs.step_memory (fp16 autocast, which a T4 trains in, holds less), printed by
+# `python -m maelib lessons predict --memory`. tests/test_memory.py fails when a recipe outgrows its budget or has
+# none, and when a budget exceeds maelib.costs.T4_USABLE_GIB (12 of the T4's 16 GB).
+GPU_MEMORY_BUDGET_GIB: dict[str, float] = {  # about 1.2 x the count, rounded up to half a GiB
+    "tiny": 0.5,
+    "lesson01_mlp_cats_dogs": 0.5,
+    "lesson02_vit_faces": 6.5,
+    "lesson04_facades_random": 6.5,
+    "lesson04_facades_block": 7.0,
+    "lesson04_facades_combined": 6.5,
+    "lesson04_facades_block_patch4": 11.0,
+    "lesson04b_facades_pretrain": 1.5,
+    "lesson04b_facades_finetune": 2.0,
+    "lesson04b_facades_finetune_ssim": 2.5,
+    "lesson04b_facades_finetune_vgg": 7.0,
+    "lesson04b_facades_block_pretrain": 2.0,
+    "lesson04b_facades_block_finetune": 2.0,
+    "lesson05_finetune_facades": 6.0,
+    "lesson06_mae_cats_dogs": 0.5,
+    "lesson06_finetune_cats_dogs": 6.0,
+    "paper_vit_base": 8.0,  # per GPU at batch 64; on a T4 as well, with more accumulation steps
+}
+
+
+def recipe(name: str, preset: str | None = None) -> RunConfig:
+    """Any recipe of this module by name: those of :data:`CONFIGS` and the lessons' own (lessons 05 and 06's
+    fine-tuning, which ``maelib train`` does not run)."""
+    if name in CONFIGS:
+        return get_config(name, preset)
+    f = globals().get(name)
+    if not name.startswith("lesson") or not callable(f):
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(GPU_MEMORY_BUDGET_GIB)}")
+    preset = preset or current_preset()
+    return dataclasses.replace(f(preset), preset=preset)
 
 
 def get_config(name: str, preset: str | None = None) -> RunConfig:
@@ -250,20 +458,36 @@ def summary(run: RunConfig, world_size: int = 1) -> str:
     warmup = f", warmup {t.warmup_epochs:g} epochs" if t.warmup_epochs else ""
     return "\n".join([
         f"recipe {run.name} ({run.preset or 'custom'} preset)",
-        f"  model     {run.model}, {run.img_size} px" + (f", {run.model_kwargs}" if run.model_kwargs else "")
-        + (f", loss {run.loss}" if run.loss != "mse" else ""),
+        f"  model     {run.model}, {run.img_size} px" + (f", patch {run.patch_size}" if run.patch_size else "")
+        + (f", {run.model_kwargs}" if run.model_kwargs else "")
+        + (f", loss {_loss_name(run)}" if run.loss != "mse" else "")
+        + (f"; starts from {_start(run)}" if run.init_from else ""),
         f"  data      {run.dataset}{data_kwargs}; split {split}"
         + (f"; training on the first {run.subset} images" if run.subset else ""),
-        f"  inputs    {inputs}; augmentation {run.augment}",
+        f"  inputs    {inputs}; augmentation {run.augment}"
+        + (f" (training images decoded at {round(run.img_size * run.decode_scale)} px)"
+           if run.decode_scale != 1 else ""),
         f"  training  {t.epochs} epochs of batches of {run.batch_size}"
         + (f" x {accum} accumulated" if accum > 1 else "")
-        + f", {lr}, {t.schedule}{warmup}, weight decay {t.weight_decay}, masks {t.mask}, seed {t.seed}",
+        + f", {lr}, {t.schedule}{warmup}, weight decay {t.weight_decay}, "
+        + (f"masks {t.mask}" if t.task == "mae" else f"cross-entropy, label smoothing {t.label_smoothing}")
+        + f", seed {t.seed}",
     ])
+
+
+def _start(run: RunConfig) -> str:
+    return f"the trained {run.init_from} ({run.preset} preset)" if run.init_from in CONFIGS else str(run.init_from)
+
+
+def _loss_name(run: RunConfig) -> str:
+    return {"combined": "0.6 masked MSE + 0.4 VGG19 perceptual",
+            "mse+ssim": f"masked MSE + {run.ssim_weight:g} x (1 - SSIM of the paste-back)"}.get(run.loss, run.loss)
 
 
 def describe() -> str:
     """One line per configuration: its name and what it trains."""
-    return "\n".join(f"  {name:<24} {f.__doc__.splitlines()[0]}" for name, f in CONFIGS.items())
+    width = max(map(len, CONFIGS)) + 1
+    return "\n".join(f"  {name:<{width}} {f.__doc__.splitlines()[0]}" for name, f in CONFIGS.items())
 
 
 # --------------------------------------------------------------------------- batch and learning rate
@@ -299,5 +523,5 @@ def as_dict(run: RunConfig) -> dict[str, Any]:
     return to_plain(run)
 
 
-__all__ = ["CONFIGS", "DATASETS", "LOSSES", "RunConfig", "as_dict", "batch_plan", "describe", "get_config",
-           "learning_rate", "replace"]
+__all__ = ["CONFIGS", "DATASETS", "GPU_MEMORY_BUDGET_GIB", "LOSSES", "RunConfig", "as_dict", "batch_plan", "describe",
+           "get_config", "learning_rate", "recipe", "replace"]

@@ -3,6 +3,7 @@
 ``python -m maelib lessons list``            the lessons in ``notebooks/``
 ``python -m maelib lessons run 00 01``       execute lessons top to bottom into rendered copies
 ``python -m maelib lessons sync-urls``       rewrite Colab badges and install cells from pyproject
+``python -m maelib lessons release``         student versions without solutions (nbgrader), into release/
 
 The repository URL stands in one place, ``[project.urls] Repository`` in ``pyproject.toml``;
 every notebook's "Open in Colab" badge and Colab install cell, and README's lesson table, are
@@ -46,11 +47,12 @@ def colab_url(notebook: str, repo_url: str) -> str:
 
 
 def lesson_paths(selection: list[str] | None = None, folder: Path = NOTEBOOKS) -> list[Path]:
-    """Lessons ``NN_name.ipynb`` in order; ``selection`` picks by number (``"01"``) or name."""
-    lessons = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    """Lessons ``NN_name.ipynb`` (and companions ``NNb_name.ipynb``) in order; ``selection`` picks by
+    number (``"01"``, ``"04b"``) or name."""
+    lessons = sorted(p for p in folder.glob("[0-9][0-9]*_*.ipynb") if re.fullmatch(r"\d\d[a-z]?", p.name.split("_")[0]))
     if not selection:
         return lessons
-    chosen = [p for p in lessons if any(p.name.startswith(s) or p.stem == s for s in selection)]
+    chosen = [p for p in lessons if any(p.name.split("_")[0] == s or p.stem == s for s in selection)]
     if not chosen:
         raise ValueError(f"no lesson matches {selection}; lessons are {[p.stem for p in lessons]}")
     return chosen
@@ -158,19 +160,98 @@ def run_lessons(selection: list[str] | None = None, *, preset: str | None = None
     return results
 
 
+RELEASE = REPO_ROOT / "release"  # the student versions: not committed (.gitignore)
+NBGRADER_CONFIG = '''\
+# nbgrader's settings for this course folder, written by `python -m maelib lessons release`.
+# Run nbgrader here (cd into this folder): the gradebook is gradebook.db, the lessons with solutions are
+# in source/, the student versions in release/, the students' work goes to submitted/<student>/<lesson>/.
+c = get_config()  # noqa: F821 (nbgrader's config files get this function from traitlets)
+c.Execute.timeout = 3600  # seconds per cell when autograding: some lessons train for minutes
+'''
+
+
+class ReleaseFailed(RuntimeError):
+    """nbgrader could not make a lesson's student version; the message says which lesson and why."""
+
+
+def nbgrader_cells(nb) -> dict[str, list]:
+    """A lesson's nbgrader cells: ``{"solutions": [...], "tests": [...], "answers": [...]}``.
+
+    ``solutions``: code cells whose answer sits between ``### BEGIN SOLUTION`` / ``### END SOLUTION``;
+    ``tests``: autograded test cells (with points); ``answers``: written answers graded by hand.
+    """
+    found: dict[str, list] = {"solutions": [], "tests": [], "answers": []}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            found["solutions"].append(cell)
+        elif meta.get("solution"):
+            found["answers"].append(cell)
+        elif meta.get("grade"):
+            found["tests"].append(cell)
+    return found
+
+
+def release_lessons(selection: list[str] | None = None, *, out_dir: str | os.PathLike | None = None,
+                    folder: Path = NOTEBOOKS, echo=print) -> list[Path]:
+    """Build the student versions of lessons with nbgrader's own ``generate_assignment``.
+
+    ``out_dir`` (default ``release/``) becomes an nbgrader course folder: ``source/<lesson>/`` holds a
+    copy of each lesson as committed (with its solutions), ``release/<lesson>/`` the student version
+    (each solution replaced by ``raise NotImplementedError()``, written answers by "YOUR ANSWER HERE",
+    every output cleared, test cells locked and checksummed), ``gradebook.db`` what ``nbgrader
+    autograde`` grades against, and ``nbgrader_config.py`` its settings. Returns the student notebooks.
+
+    Raises :class:`ReleaseFailed` naming the lesson when nbgrader rejects it.
+    """
+    import shutil
+
+    import nbformat
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+
+    out = Path(out_dir or RELEASE).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "nbgrader_config.py").exists():
+        (out / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
+    config = Config()
+    config.CourseDirectory.root = str(out)
+    api = NbGraderAPI(config=config)
+    released = []
+    for path in lesson_paths(selection, folder):
+        source = out / "source" / path.stem / path.name
+        source.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, source)
+        result = api.generate_assignment(path.stem, force=True, create=True)
+        student = out / "release" / path.stem / path.name
+        if not result.get("success") or not student.exists():
+            why = (result.get("error") or result.get("log") or "no message").strip().splitlines()[-1]
+            raise ReleaseFailed(f"nbgrader could not release {path.name}: {why}\n"
+                                f"  check the nbgrader metadata of its exercise cells; the copy it read: {source}")
+        cells = nbgrader_cells(nbformat.read(source, as_version=4))
+        points = sum(c.metadata["nbgrader"].get("points", 0) for c in cells["tests"] + cells["answers"])
+        echo(f"{path.name}: {len(cells['solutions'])} solutions and {len(cells['answers'])} written answers "
+             f"cleared, {len(cells['tests'])} autograded tests, {points:g} points -> {shown_path(student)}")
+        released.append(student)
+    return released
+
+
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s\"']+?/blob/main/notebooks/([\w.-]+\.ipynb)")
 REPO_LINE = re.compile(r'^(\s*REPO = )"[^"]*"', re.M)
+CLONE = re.compile(r"^(git clone )\S+", re.M)  # README's set-up command
 
 
 def sync_urls(root: Path = REPO_ROOT) -> list[Path]:
-    """Rewrite badges (README and notebooks) and notebooks' ``REPO = "..."`` lines from pyproject."""
+    """Rewrite badges (README and notebooks), README's ``git clone`` line and notebooks' ``REPO = "..."``
+    lines from pyproject."""
     url = repository_url(root)
     changed = []
     files = [root / "README.md", *sorted((root / "notebooks").glob("*.ipynb"))]
     for path in files:
         text = path.read_text()
         new = BADGE.sub(lambda m: colab_url(m.group(1), url), text)
-        new = REPO_LINE.sub(lambda m: f'{m.group(1)}"{url}"', new) if path.suffix == ".ipynb" else new
+        new = REPO_LINE.sub(lambda m: f'{m.group(1)}"{url}"', new) if path.suffix == ".ipynb" else \
+            CLONE.sub(lambda m: f"{m.group(1)}{url}", new)
         if path.suffix == ".ipynb":  # inside the JSON the line is a string: quotes are escaped
             new = re.sub(r'(REPO = )\\"[^"\\]*\\"', lambda m: f'{m.group(1)}\\"{url}\\"', new)
         if new != text:

@@ -106,3 +106,27 @@ class WandbLogger(Logger):
 
     def close(self) -> None:
         self.run.finish()
+
+
+TRACKERS = ("none", "tensorboard", "wandb")
+
+
+def make_logger(tracking: str, run_name: str, settings: dict[str, Any] | None = None, *,
+                folder: str | os.PathLike = "runs", project: str = "maelib") -> Logger:
+    """The logger for one run: ``"none"`` (logs nothing), ``"tensorboard"`` or ``"wandb"``.
+
+    TensorBoard writes to ``folder/tensorboard/run_name`` (the numeric ``settings`` as scalars at step 0);
+    W&B runs offline unless ``WANDB_MODE`` says otherwise, in ``folder``, with ``settings`` as its config.
+    """
+    settings = settings or {}
+    if tracking == "none":
+        return Logger()
+    if tracking == "tensorboard":
+        logger = TensorBoardLogger(os.path.join(folder, "tensorboard", run_name))
+        logger.log({f"settings/{k}": v for k, v in settings.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)}, step=0)
+        return logger
+    if tracking == "wandb":
+        return WandbLogger(project=project, mode=os.environ.get("WANDB_MODE", "offline"), name=run_name,
+                           config=settings, dir=str(folder))
+    raise ValueError(f"tracking must be one of {TRACKERS}, got {tracking!r}")

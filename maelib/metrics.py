@@ -38,7 +38,9 @@ from scipy.interpolate import griddata
 from scipy.spatial import QhullError
 from skimage.restoration import inpaint_biharmonic
 
-from .patches import check_images_and_mask, paste_back  # noqa: F401 (the lessons use metrics.paste_back)
+from .labels import COLUMN_LABELS, METHOD_LABELS
+from .masking import Mask, make_mask
+from .patches import check_images_and_mask, paste_back, patch_mask_to_pixels  # noqa: F401 (the lessons use metrics.paste_back)
 from .ssim import ssim  # noqa: F401 (the lessons' score, metrics.ssim)
 
 Filler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (imgs, pixel_mask) -> filled imgs
@@ -166,6 +168,27 @@ BASELINES: dict[str, Filler] = {
 # The comparison table
 # --------------------------------------------------------------------------------------------
 
+def masked_copies(images: torch.Tensor, patch_size: int, copies: int = 4, *, seed: int = 0, mode: str = "block",
+                  **mask_kwargs) -> tuple[torch.Tensor, Mask, torch.Tensor]:
+    """A test task: every image ``copies`` times, each copy with its own mask, drawn from ``seed``.
+
+    ``images`` ``(N, C, H, W)`` in [0, 1]; ``mode`` and ``mask_kwargs`` as in
+    :func:`maelib.masking.make_mask` (e.g. ``block_ratio=0.5, random_offset=True``). Returns
+    ``(imgs (N * copies, C, H, W), mask, pixel_mask (N * copies, 1, H, W))``: the same masks on every
+    call, so every method is scored on the same hidden pixels.
+    """
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    h, w = images.shape[-2:]
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"images of {h}x{w} px do not split into patches of {patch_size} px")
+    imgs = images.repeat(copies, 1, 1, 1)
+    mask = make_mask(mode, len(imgs), (h // patch_size, w // patch_size),
+                     generator=torch.Generator().manual_seed(seed), **mask_kwargs)
+    return imgs, mask, patch_mask_to_pixels(mask.mask, patch_size)
+
+
+
 def evaluate_reconstructions(imgs: torch.Tensor, pixel_mask: torch.Tensor,
                              methods: Mapping[str, torch.Tensor | Filler] | None = None, *,
                              baselines: Iterable[str] | None = tuple(BASELINES)) -> list[dict]:
@@ -202,16 +225,22 @@ def evaluate_reconstructions(imgs: torch.Tensor, pixel_mask: torch.Tensor,
 
 
 def format_table(rows: list[dict], digits: int = 3) -> str:
-    """Rows of dicts (same keys) -> a Markdown table string, numbers rounded to ``digits``."""
+    """Rows of dicts (same keys) -> a Markdown table string, numbers rounded to ``digits``.
+
+    Columns and baselines are named in words (:mod:`maelib.labels`); a missing value (None or NaN,
+    e.g. the training time of a method that does not train) is shown as "-".
+    """
     if not rows:
         return ""
     keys = list(rows[0])
 
-    def cell(value) -> str:
-        if isinstance(value, float) and math.isfinite(value):
+    def cell(key: str, value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        if isinstance(value, float):
             return f"{value:.{digits}f}"
-        return str(value)
+        return METHOD_LABELS.get(str(value), str(value)) if key == "method" else str(value)
 
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(row.get(k, "")) for k in keys) + " |" for row in rows]
+    lines = ["| " + " | ".join(COLUMN_LABELS.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(k, row.get(k)) for k in keys) + " |" for row in rows]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ holds the architecture, the normaliser and the recipe, so :func:`load_run` needs
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -30,19 +31,19 @@ from torchvision.transforms import v2
 
 from . import data
 from .checkpoint import load_weights, read_checkpoint, save_checkpoint
-from .configs import CONFIGS, RunConfig, as_dict, batch_plan, get_config, learning_rate
+from .configs import CONFIGS, RunConfig, as_dict, batch_plan, get_config, learning_rate, replace
 from .course import REPO_ROOT, shown_path
-from .loggers import Logger
+from .loggers import Logger, make_logger
 from .models import build_model as build_from_architecture
 from .models import create_model
 from .normalize import PixelNormalizer
-from .presets import default_device
+from .presets import capped_path, default_device
 from .train import LossFn, fit, make_loader
 
 
 # --------------------------------------------------------------------------- data, model, loss
-def _image_set(run: RunConfig, progress: bool) -> data.ImageSet:
-    size, kw = run.img_size, dict(run.data_kwargs)
+def _image_set(run: RunConfig, progress: bool, size: int | None = None) -> data.ImageSet:
+    size, kw = size or run.img_size, dict(run.data_kwargs)
     if run.dataset in ("folder", "npy") and run.data_folder is None:
         raise ValueError(f"dataset {run.dataset!r} needs a folder: pass --data-folder")
     if run.dataset == "cats_dogs":
@@ -56,25 +57,21 @@ def _image_set(run: RunConfig, progress: bool) -> data.ImageSet:
     return data.load_npy_folder(run.data_folder, size, **kw)
 
 
-def _split(images: data.ImageSet, run: RunConfig
-           ) -> tuple[data.ImageSet, data.ImageSet | None, data.ImageSet | None]:
-    """``(train, val or None, test or None)``: the recipe's split, stratified by label where there are labels."""
+def _split(images: data.ImageSet, run: RunConfig) -> dict[str, Any]:
+    """``{"train": indices, "val": ..., "test": ...}`` (the parts the recipe has): the recipe's split,
+    stratified by label where there are labels."""
     if run.split == "hint":
         parts = images.hint_indices()
         if "train" not in parts or "val" not in parts:
             raise ValueError(f"split='hint' needs train and val hints; this data set has {sorted(parts)}")
-        test = images.subset(parts["test"]) if "test" in parts else None
-        return images.subset(parts["train"]), images.subset(parts["val"]), test
+        return {k: parts[k] for k in ("train", "val", "test") if k in parts}
     by = images.labels.numpy() if images.labels is not None else len(images)
     v, t = run.val_fraction, run.test_fraction
     if v == 0 and t == 0:
-        return images, None, None
+        return {"train": range(len(images))}
     fractions = [1 - v - t] + [f for f in (v, t) if f > 0]
     parts = iter(data.split_indices(by, tuple(fractions), seed=run.train.seed))
-    train = images.subset(next(parts))
-    val = images.subset(next(parts)) if v > 0 else None
-    test = images.subset(next(parts)) if t > 0 else None
-    return train, val, test
+    return {"train": next(parts)} | ({"val": next(parts)} if v > 0 else {}) | ({"test": next(parts)} if t > 0 else {})
 
 
 def _streamed_folder(run: RunConfig) -> tuple[Dataset, Dataset | None, dict[str, Any]]:
@@ -136,18 +133,23 @@ def load_data(run: RunConfig, progress: bool = True) -> RunData:
         train_set, val_set, from_data = _streamed_folder(run)
         return RunData(train_set, val_set, None, from_data, None)
     images = _image_set(run, progress)
-    train_images, val_images, test_images = _split(images, run)
-    whole_train = train_images
+    splits = {name: images.subset(idx) for name, idx in _split(images, run).items()}
+    train_images, val_images, test_images = splits["train"], splits.get("val"), splits.get("test")
     for_model: dict[str, Any] = {"in_chans": images.images.shape[1]}
     # fitted on the whole training split, like the pixel statistics and the lessons' normaliser
     normalizer = PixelNormalizer.fit(train_images.images) if run.normalize_inputs else None
+    if run.decode_scale != 1:  # the same training photos, decoded larger, for the random crops
+        larger = _image_set(run, progress, size=round(run.img_size * run.decode_scale))
+        train_images = larger.subset(_split(images, run)["train"])
     if run.subset is not None:
         train_images = train_images.subset(range(min(run.subset, len(train_images))))
     augment = data.train_transforms(run.img_size, **run.augment) if run.augment is not None else None
+    if run.decode_scale != 1 and augment is None:
+        raise ValueError(f"decode_scale {run.decode_scale} needs an augmentation that resizes the training images "
+                         "to img_size (augment with crop_scale); or set decode_scale=1")
     if normalizer is not None:  # augment the image in [0, 1] first, then standardise it
         augment = normalizer if augment is None else v2.Compose([augment, normalizer])
     val_set = val_images.dataset(normalizer) if val_images is not None else None
-    splits = {k: v for k, v in (("train", whole_train), ("val", val_images), ("test", test_images)) if v is not None}
     return RunData(train_images.dataset(augment), val_set, test_images, for_model, normalizer, images, splits)
 
 
@@ -177,10 +179,15 @@ def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "c
     perceptual network is then given pixels again)."""
     if run.loss == "mse":
         return None
-    from .losses import CombinedLoss
+    from .losses import CombinedLoss, SSIMLoss
 
     check_loss(run)
-    criterion = CombinedLoss(model.patch_size, norm_pix=model.norm_pix_loss, normalizer=normalizer).to(device)
+    if run.loss == "mse+ssim":  # SSIM judges the hidden part in its context: the paste-back, in pixels
+        criterion = CombinedLoss(model.patch_size, mse_weight=1.0, perceptual_weight=run.ssim_weight,
+                                 perceptual=SSIMLoss(), norm_pix=model.norm_pix_loss, paste_visible=True,
+                                 normalizer=normalizer).to(device)
+    else:
+        criterion = CombinedLoss(model.patch_size, norm_pix=model.norm_pix_loss, normalizer=normalizer).to(device)
     mask = dict(run.train.mask)
 
     def combined(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
@@ -263,6 +270,7 @@ class TrainedRun(LoadedRun):
 
     loaded: bool = False
     minutes: float = 0.0
+    total_minutes: float = 0.0
     data: RunData | None = field(default=None, repr=False)
 
 
@@ -270,16 +278,48 @@ def checkpoint_path(run: RunConfig) -> Path:
     """Where :func:`train_or_load` keeps a recipe's trained model: ``checkpoints/<name>-<preset>.pt``.
 
     A changed recipe (``configs.replace``) gets a file of its own: ``<name>-<preset>-<8 hex digits of
-    what changed>.pt``, so that variants never overwrite the recipe's model or each other.
+    what changed>.pt``, so that variants never overwrite the recipe's model or each other; so does a
+    run under the step cap (``...-max2steps.pt``, see :func:`maelib.presets.capped_path`).
     """
     overrides = recipe_record(run)["overrides"]
     changed = "-" + hashlib.sha1(repr(sorted(overrides.items())).encode()).hexdigest()[:8] if overrides else ""
-    return REPO_ROOT / "checkpoints" / f"{run.name}-{run.preset or 'custom'}{changed}.pt"
+    return capped_path(REPO_ROOT / "checkpoints" / f"{run.name}-{run.preset or 'custom'}{changed}.pt")
+
+
+def _start_name(run: RunConfig) -> str:
+    return run.init_from if run.init_from in CONFIGS else shown_path(run.init_from)
+
+
+def start_from(run: RunConfig, model: nn.Module, normalizer: PixelNormalizer | None, *, progress: bool = True,
+               train_missing: bool = True) -> float:
+    """Load into ``model`` the trained model ``run.init_from`` names (fine-tuning); return its training minutes.
+
+    ``init_from`` is a recipe (same preset: trained first by :func:`train_or_load` if its checkpoint is
+    missing and ``train_missing``, else ``FileNotFoundError``) or a checkpoint file. Its inputs must be
+    standardised as this run's (``normalizer``), or ``ValueError``.
+    """
+    if run.init_from in CONFIGS:
+        recipe = get_config(run.init_from, run.preset)
+        where = checkpoint_path(recipe)
+        if not train_missing and not where.exists():
+            raise FileNotFoundError(f"{run.name} starts from {run.init_from}, which is not trained yet "
+                                    f"({shown_path(where)}); train it first: maelib train --config {run.init_from} "
+                                    f"--preset {run.preset} --out {shown_path(where.with_suffix(''))}")
+        start: LoadedRun = train_or_load(recipe, device="cpu", progress=progress)
+        minutes = start.total_minutes
+    else:
+        start = load_run(run.init_from)
+        minutes = float(start.checkpoint.get("total_minutes", start.checkpoint.get("train_minutes", 0.0)))
+    load_weights(model, start.model.state_dict(), source=f"the checkpoint it starts from, {shown_path(start.path)}")
+    if start.normalizer != normalizer:
+        raise ValueError(f"{run.name} standardises its inputs otherwise than {run.init_from}, which it starts "
+                         f"from ({normalizer} vs {start.normalizer}): they must train on the same data")
+    return minutes
 
 
 def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reuse: bool = True,
                   data: RunData | None = None, device: torch.device | str | None = None,
-                  logger: Logger | None = None, progress: bool = True) -> TrainedRun:
+                  logger: Logger | None = None, tracking: str = "none", progress: bool = True) -> TrainedRun:
     """The recipe's trained model: loaded when ``path`` already holds it, else trained and saved there.
 
     Args:
@@ -290,6 +330,11 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
         data: the recipe's :func:`load_data`, if the caller has it already.
         device / logger / progress: for :func:`maelib.train.fit` (device: default the best one here);
             a loaded model is put on ``device`` too.
+        tracking: without a ``logger``, track the run with :func:`maelib.loggers.make_logger`:
+            ``"none"``, ``"tensorboard"`` (``runs/tensorboard/<checkpoint name>``) or ``"wandb"`` (offline).
+
+    A recipe with ``init_from`` starts from that recipe's trained model (trained or loaded first, the
+    same way) and counts its training time in ``total_minutes``.
 
     While it trains, ``fit`` writes ``<path without .pt>/last.pt`` after every epoch; with ``reuse``
     an interrupted run continues from there. The learning rate follows the recipe's batch
@@ -304,12 +349,15 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
         loaded = load_run(path, device=device)
         if loaded.recipe == recipe:
             print(f"loaded {shown_path(path)}: {loaded.epoch} epochs of {run.name} ({run.preset} preset)")
+            minutes = float(loaded.checkpoint.get("train_minutes", 0.0))
             return TrainedRun(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(LoadedRun)},
-                              loaded=True, minutes=float(loaded.checkpoint.get("train_minutes", 0.0)), data=data)
+                              loaded=True, minutes=minutes,
+                              total_minutes=float(loaded.checkpoint.get("total_minutes", minutes)), data=data)
         print(f"{shown_path(path)} holds another recipe ({loaded.recipe}); training this one ({recipe})")
     data = data or load_data(run, progress=progress)
     torch.manual_seed(run.train.seed)
     model = build_model(run, **data.from_data)
+    start_minutes = start_from(run, model, data.normalizer, progress=progress) if run.init_from else 0.0
     accum, global_batch = batch_plan(run, 1)
     progress_dir = path.with_suffix("")  # fit's last.pt, epoch by epoch
     if (progress_dir / "last.pt").exists() and (
@@ -320,12 +368,38 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
     train_loader = make_loader(data.train, run.batch_size, shuffle=True, seed=run.train.seed, num_workers=run.workers)
     val_loader = make_loader(data.val, run.val_batch_size, shuffle=False) if data.val is not None else None
     loss_fn = build_loss(run, model, device, data.normalizer)  # a perceptual network goes where the model trains
-    history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=logger,
-                  normalizer=data.normalizer, recipe=recipe)
+    # the caller's logger stays open (the caller closes it); one made here is closed here
+    own = contextlib.nullcontext(logger) if logger is not None else \
+        make_logger(tracking, path.stem, _flat(as_dict(run)), folder=REPO_ROOT / "runs")
+    with own as tracker:
+        history = fit(model, train_loader, val_loader, config, loss_fn=loss_fn, device=device, logger=tracker,
+                      normalizer=data.normalizer, recipe=recipe)
     minutes = sum(history["epoch_time"]) / 60  # every epoch's, also those of a run this one continued
+    total = start_minutes + minutes
     save_checkpoint(path, model, epoch=len(history["epoch"]), history=history, config=config,
-                    normalizer=data.normalizer, recipe=recipe, train_minutes=minutes)
-    print(f"trained {run.name} ({run.preset} preset) for {len(history['epoch'])} epochs in {minutes:.1f} min; "
-          f"saved {shown_path(path)}")
+                    normalizer=data.normalizer, recipe=recipe, train_minutes=minutes, total_minutes=total)
+    print(f"trained {run.name} ({run.preset} preset) for {len(history['epoch'])} epochs in {minutes:.1f} min"
+          + (f" ({total:.1f} min with {_start_name(run)})" if run.init_from else "") + f"; saved {shown_path(path)}")
     return TrainedRun(model=model.eval(), normalizer=data.normalizer, path=path, epoch=len(history["epoch"]),
-                      recipe=recipe, history=history, loaded=False, minutes=minutes, data=data)
+                      recipe=recipe, history=history, loaded=False, minutes=minutes, total_minutes=total, data=data)
+
+
+def trained_or_quick(name: str, *, quick_epochs: int, img_size: int | None = None, preset: str | None = None,
+                     device: torch.device | str | None = None, progress: bool = True) -> Path:
+    """The checkpoint of recipe ``name`` as its own lesson leaves it, else a quick one by the same recipe.
+
+    For a lesson that starts from an earlier lesson's model (lesson 05 from lesson 02's faces model):
+    returns :func:`checkpoint_path` of ``get_config(name, preset)`` when that file is there. Otherwise
+    it says so and trains the same recipe for ``quick_epochs`` epochs at ``img_size`` (default the
+    recipe's; give the size whose patch grid the caller masks), and returns that file (one of its
+    own: the recipe was changed). Load it with :func:`load_run` or :func:`maelib.pretrained.from_pretrained`.
+    """
+    run = get_config(name, preset)
+    path = checkpoint_path(run)
+    if path.exists():
+        return path
+    resized = {"img_size": img_size} if img_size not in (None, run.img_size) else {}
+    quick = replace(run, epochs=quick_epochs, **resized)
+    print(f"no {shown_path(path)} (its lesson trains it); until then, a quick model by the same recipe: "
+          f"{quick_epochs} epochs at {quick.img_size} px")
+    return train_or_load(quick, device=device, progress=progress).path

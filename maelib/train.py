@@ -5,6 +5,7 @@ Like nanoGPT's ``train.py``, it is one readable loop, no framework:
     for every epoch:
         seed every random number generator from (seed, epoch)
         for every batch:  loss = model(imgs, **config.mask)[0]  ->  backward  ->  AdamW step
+                          (a classifier, task="classify": loss = cross_entropy(model(imgs), labels))
         validate with fixed masks, record the history, save a checkpoint (atomically)
 
 What it takes care of:
@@ -46,18 +47,20 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint, to_plain
+from .costs import StepCost, planned_work
 from .distributed import is_main, mean_over_processes, same_everywhere
 from .distributed import rank as distributed_rank
 from .distributed import world_size as distributed_world_size
@@ -65,15 +68,17 @@ from .loader import epoch_seed, images_of, make_loader, seed_everything, set_epo
 from .loggers import Logger
 from .optim import SCHEDULES, lr_factor, make_optimizer, make_scheduler, param_groups  # noqa: F401 (API)
 from .precision import AMP_MODES, cpu_has_native_bf16, cuda_has_native_bf16, describe_amp, resolve_amp  # noqa: F401
-from .presets import default_device
+from .presets import FEW, capped_path, default_device, max_steps
 
 if TYPE_CHECKING:
     from .normalize import PixelNormalizer
 
 # One value per epoch under "epoch", "train_loss" (mean over the epoch's steps), "val_loss" (NaN
-# without a val_loader), "lr" (at the end of the epoch) and "epoch_time" (seconds, with validation).
+# without a val_loader), "lr" (at the end of the epoch) and "epoch_time" (seconds, with validation);
+# for task="classify" also "val_accuracy" (the share of validation images classified right).
 History = dict[str, list[float]]
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (model, imgs) -> scalar loss
+TASKS = ("mae", "classify")  # what fit trains: a masked autoencoder (its own loss), or a classifier
 
 
 
@@ -99,12 +104,20 @@ class TrainConfig:
         seed: seeds each epoch's randomness (shuffling, masks, augmentation) with (seed, epoch).
         checkpoint_dir: write ``checkpoint_dir/last.pt`` after every epoch (None = never).
         resume: continue from ``checkpoint_dir/last.pt`` if it exists.
-        progress: ``"auto"``/True = a tqdm.auto bar (a widget in Jupyter, text in logs) and one
-            line per epoch; False = silent.
+        progress: ``"auto"``/True = a tqdm.auto bar (a widget in Jupyter, text in logs) and a line
+            per epoch (see ``print_every``); False = silent.
+        print_every: print the epoch line every this many epochs (and always the first and the last);
+            None: about 25 lines a run, every ``ceil(epochs / 25)`` epochs. The history keeps every epoch.
         log_every: read the running loss (the only host-device sync) every this many steps.
         accum_steps: batches whose gradients are added up before each optimizer step (gradient
             accumulation); the effective batch is ``accum_steps`` x the loader's batch size (x the
             number of processes). Schedules and ``log_every`` count optimizer steps.
+        task: ``"mae"``: the loss is the model's own (``model(imgs, **mask)[0]``, or ``loss_fn``);
+            ``"classify"``: the model maps images to class logits, the batches are ``(images, labels)``
+            pairs, the loss is the cross-entropy (with ``label_smoothing``), and validation also
+            measures the accuracy (``history["val_accuracy"]``; the validation loss is the plain
+            cross-entropy). Fine-tuning and linear probes (:mod:`maelib.probe`) train this way.
+        label_smoothing: for ``task="classify"``: the share of the target spread over all classes.
     """
 
     epochs: int = 10
@@ -122,8 +135,11 @@ class TrainConfig:
     checkpoint_dir: str | Path | None = None
     resume: bool = False
     progress: bool | Literal["auto"] = "auto"
+    print_every: int | None = None
     log_every: int = 50
     accum_steps: int = 1
+    task: Literal["mae", "classify"] = "mae"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -136,49 +152,103 @@ class TrainConfig:
                              f"log_every={self.log_every}")
         if self.accum_steps < 1:
             raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
+        if self.print_every is not None and self.print_every < 1:
+            raise ValueError(f"print_every must be None (about 25 lines a run) or >= 1, got {self.print_every}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
         if self.seed < 0 or self.val_mask_seed < 0:
             raise ValueError(f"seeds must be >= 0, got seed={self.seed}, val_mask_seed={self.val_mask_seed}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not isinstance(self.mask, dict):
             raise TypeError(f"mask must be a dict of forward keywords, got {type(self.mask).__name__}")
         self.betas = tuple(self.betas)
 
 
 # --------------------------------------------------------------------------- validation
-def _loss_fn(config: TrainConfig, loss_fn: LossFn | None) -> LossFn:
-    return loss_fn or (lambda model, imgs: model(imgs, **config.mask)[0])
+def _loss_fn(config: TrainConfig, loss_fn: LossFn | None) -> Callable[..., torch.Tensor]:
+    """``(model, imgs, labels) -> loss`` for the config's task (labels are None for an MAE)."""
+    if config.task == "classify":
+        if loss_fn is not None:
+            raise ValueError("task='classify' trains with the cross-entropy; pass no loss_fn (or use task='mae')")
+        return lambda model, imgs, labels: F.cross_entropy(model(imgs).float(), labels,
+                                                           label_smoothing=config.label_smoothing)
+    compute = loss_fn or (lambda model, imgs: model(imgs, **config.mask)[0])
+    return lambda model, imgs, labels: compute(model, imgs)
+
+
+def _inputs(batch: Any, device: torch.device, task: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's images on ``device``, and its labels for ``task="classify"`` (else None)."""
+    imgs = images_of(batch).to(device, non_blocking=True)
+    if task != "classify":
+        return imgs, None
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ValueError("task='classify' needs (images, labels) batches; this loader yields images alone (give "
+                         "the data set its labels, e.g. ImageSet.dataset() of an ImageSet with labels)")
+    return imgs, batch[1].to(device, non_blocking=True)
 
 
 @torch.no_grad()
+def _evaluate(model: nn.Module, loader: Iterable, config: TrainConfig, loss_fn: LossFn | None,
+              device: torch.device) -> tuple[float, float | None]:
+    """``(mean loss, accuracy or None)`` over ``loader``: see :func:`evaluate`."""
+    compute_loss = _loss_fn(config, loss_fn)
+    amp_dtype = resolve_amp(config.amp, device)
+    was_training = model.training
+    model.eval()
+    total, correct, count = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(config.val_mask_seed)
+        for batch in loader:
+            imgs, labels = _inputs(batch, device, config.task)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if labels is None:
+                    total += compute_loss(model, imgs, labels).float() * imgs.shape[0]
+                else:  # one forward pass for both: the plain cross-entropy, and the right answers
+                    logits = model(imgs).float()
+                    total += F.cross_entropy(logits, labels, reduction="sum")
+                    correct += (logits.argmax(dim=1) == labels).sum()
+            count += imgs.shape[0]
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("the validation loader yielded no batches")
+    return total.item() / count, (correct.item() / count if config.task == "classify" else None)
+
+
 def evaluate(model: nn.Module, loader: Iterable, config: TrainConfig | None = None, *,
              loss_fn: LossFn | None = None, device: torch.device | str | None = None) -> float:
     """Mean loss over ``loader`` (weighted by batch size) in eval mode, with fixed masks.
 
     Masks (and any other randomness) come from ``config.val_mask_seed``, so the result for a
     given model does not change from call to call; the caller's RNG state is left as it was.
+    With ``config.task="classify"`` it is the plain cross-entropy (no label smoothing).
     """
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    compute_loss = _loss_fn(config, loss_fn)
-    amp_dtype = resolve_amp(config.amp, device)
-    was_training = model.training
-    model.eval()
-    total, count = torch.zeros((), device=device), 0
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(config.val_mask_seed)
-        for batch in loader:
-            imgs = images_of(batch).to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                total += compute_loss(model, imgs).float() * imgs.shape[0]
-            count += imgs.shape[0]
-    model.train(was_training)
-    if count == 0:
-        raise ValueError("the validation loader yielded no batches")
-    return total.item() / count
+    return _evaluate(model, loader, config, loss_fn, device)[0]
 
 
 # --------------------------------------------------------------------------- the loop
+class _FirstImages:
+    """The first ``n`` images of ``loader`` (with their labels), batch by batch, each time it is iterated:
+    validation under the step cap. ``seen``: how many it gave the last time."""
+
+    def __init__(self, loader: Iterable, n: int):
+        self.loader, self.n, self.seen = loader, n, 0
+
+    def __iter__(self) -> Iterator:
+        self.seen = 0
+        for batch in self.loader:
+            if self.seen >= self.n:
+                return
+            left = self.n - self.seen
+            batch = batch[:left] if torch.is_tensor(batch) else type(batch)(part[:left] for part in batch)
+            self.seen += len(images_of(batch))
+            yield batch
+
+
 class LossMeter:
     """Running sums of the training loss, kept on the device: reading them waits for the GPU, so ``fit``
     reads them every ``log_every`` steps only. Remembers the first non-finite loss and its step."""
@@ -225,7 +295,7 @@ def _resume(last: Path, model: nn.Module, optimizer, scheduler, scaler, config: 
             device: torch.device, world: int) -> tuple[int, History]:
     """Load ``last`` into the model and the optimizer's state; warn about settings that changed."""
     checkpoint = load_checkpoint(last, model, optimizer, scheduler, scaler, map_location=device)
-    may_change = {"epochs", "resume", "progress", "compile", "checkpoint_dir", "log_every"}
+    may_change = {"epochs", "resume", "progress", "print_every", "compile", "checkpoint_dir", "log_every"}
     saved, now = checkpoint["config"], to_plain(config)
     changes = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now  # repr: values may hold tensors
                if saved and k in saved and k not in may_change and repr(saved[k]) != repr(now[k])]
@@ -264,6 +334,11 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     process calls ``fit`` with its own ``device`` and its share of the data; the model is trained
     with ``DistributedDataParallel`` and only rank 0 shows progress, logs and saves checkpoints.
 
+    Under the step cap (``MAELIB_MAX_STEPS``, see :mod:`maelib.presets`) fit stops after that many
+    optimizer steps, validates on a few images, writes its checkpoints to ``checkpoint_dir`` named
+    apart (:func:`~maelib.presets.capped_path`), and prints what the whole run would compute: the
+    FLOPs counted in its first step, and its epochs and steps (:func:`maelib.costs.planned_work`).
+
     Raises ``FloatingPointError`` naming the epoch and global step of the first NaN/inf loss.
     """
     config = config or TrainConfig()
@@ -288,7 +363,12 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history: History = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "epoch_time": []}
     start_epoch = 0
-    last = Path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir is not None else None
+    last = capped_path(config.checkpoint_dir) / "last.pt" if config.checkpoint_dir is not None else None
+    cap = max_steps()  # the step cap (CI's runs at a preset's real shapes): a few steps, a few images validated
+    val_batches = val_loader if cap is None or val_loader is None else _FirstImages(val_loader, FEW)
+    cost = StepCost() if cap is not None else None  # what the uncapped run would compute: printed at the end
+    if cost is not None:
+        cost.time_batches(train_loader)
     if config.resume and last is not None and last.exists():  # every process reads the checkpoint
         start_epoch, history = _resume(last, model, optimizer, scheduler, scaler, config, device, world)
     if world > 1 and not same_everywhere(start_epoch, device):
@@ -321,12 +401,14 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 group_size = min(accum, batches - (i - i % accum))
                 last_in_group = i % accum == group_size - 1
                 step = epoch * steps_per_epoch + i // accum + 1  # global optimizer step, counted from 1
-                imgs = images_of(batch).to(device, non_blocking=True)
+                imgs, labels = _inputs(batch, device, config.task)  # labels: None for an MAE
                 # DDP averages the gradients over the processes during backward; within a group only the
                 # last backward needs to (no_sync), the others just add to the local gradients.
-                with train_model.no_sync() if world > 1 and not last_in_group else contextlib.nullcontext():
+                counting = cost.count("train", len(imgs)) if cost is not None and i == 0 and epoch == start_epoch \
+                    else contextlib.nullcontext()  # the FLOPs of the first batch (step cap)
+                with counting, train_model.no_sync() if world > 1 and not last_in_group else contextlib.nullcontext():
                     with autocast():
-                        loss = compute_loss(train_model, imgs)
+                        loss = compute_loss(train_model, imgs, labels)
                     scaler.scale(loss / group_size if group_size > 1 else loss).backward()
                 group_sum += loss.detach().float()
                 if not last_in_group:
@@ -341,6 +423,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 meter.add(mean_over_processes(group_sum / group_size), step)  # all batches, all processes
                 group_sum.zero_()
                 bar.update()
+                if cap is not None and step - start_epoch * steps_per_epoch >= cap:
+                    break
                 if step % config.log_every == 0 or i + 1 == batches:
                     meter.check_finite(epoch + 1, steps_per_epoch, last)
                     running, lr = meter.window_mean(), scheduler.get_last_lr()[0]
@@ -349,20 +433,32 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
 
             # End of epoch: validate, record, save (never a checkpoint of a NaN model).
             meter.check_finite(epoch + 1, steps_per_epoch, last)
-            val_loss = evaluate(model, val_loader, config, loss_fn=loss_fn, device=device) \
-                if val_loader is not None else math.nan
+            with cost.count("val") if cost is not None and epoch == start_epoch else contextlib.nullcontext():
+                val_loss, val_accuracy = _evaluate(model, val_batches, config, loss_fn, device) \
+                    if val_loader is not None else (math.nan, None)
             row = {"epoch": epoch + 1, "train_loss": meter.epoch_mean(), "val_loss": val_loss,
                    "lr": scheduler.get_last_lr()[0], "epoch_time": time.perf_counter() - t0}
+            if config.task == "classify":
+                row["val_accuracy"] = math.nan if val_accuracy is None else val_accuracy
             for key, value in row.items():
                 history.setdefault(key, []).append(value)
             if last is not None and main:
                 save_checkpoint(last, model, optimizer, scheduler, scaler, epoch=epoch + 1, history=history,
                                 config=config, normalizer=normalizer, recipe=recipe, world_size=world)
             logger.log({"train/epoch_loss": row["train_loss"], "epoch": epoch + 1, "epoch_time": row["epoch_time"]}
-                       | ({"val/loss": val_loss} if val_loader is not None else {}), step)
+                       | ({"val/loss": val_loss} if val_loader is not None else {})
+                       | ({"val/accuracy": val_accuracy} if val_accuracy is not None else {}), step)
             logger.flush()
-            if show:
+            every = config.print_every or math.ceil(config.epochs / 25)
+            if show and (epoch == start_epoch or (epoch + 1) % every == 0 or epoch + 1 == config.epochs):
                 val = f"  val {val_loss:.4f}" if val_loader is not None else ""
+                val += f"  accuracy {val_accuracy:.1%}" if val_accuracy is not None else ""
                 bar.write(f"epoch {epoch + 1}/{config.epochs}  train {row['train_loss']:.4f}{val}  "
                           f"lr {row['lr']:.2e}  {row['epoch_time']:.1f} s")
+            if cap is not None and step - start_epoch * steps_per_epoch >= cap:
+                break
+    if cost is not None and main:
+        cost.images["val"] = getattr(val_batches, "seen", 0)
+        print(planned_work(cost, epochs=config.epochs - start_epoch, steps_per_epoch=steps_per_epoch,
+                           batches_per_step=accum, val_images=len(getattr(val_loader, "dataset", ()))), flush=True)
     return history

@@ -20,19 +20,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .labels import METHOD_LABELS, METRIC_LABELS, SERIES_LABELS
 from .patches import paste_back
 
 MASK_GREY = 0.5  # the colour of hidden patches
 
 
 # words for the identifiers that histories and metric rows use
-SERIES_LABELS = {"train_loss": "training loss", "val_loss": "validation loss", "lr": "learning rate"}
-METRIC_LABELS = {"masked_psnr": "masked PSNR (dB), higher is better",
-                 "ssim": "SSIM of the paste-back, higher is better"}
-METHOD_LABELS = {"mean_fill": "mean fill", "interpolate_fill": "interpolation", "telea_inpaint": "Telea inpainting",
-                 "biharmonic_inpaint": "biharmonic inpainting"}
-
-
 def _to_numpy_image(img: torch.Tensor) -> np.ndarray:
     """``(C, H, W)`` tensor -> ``(H, W)`` (C = 1) or ``(H, W, 3)`` array, clipped to [0, 1]."""
     if img.ndim != 3 or img.shape[0] not in (1, 3):

@@ -169,5 +169,28 @@ def test_evaluate_reconstructions_rows():
         evaluate_reconstructions(imgs, pm, baselines=["inpaint_magic"])
 
     table = format_table(only).splitlines()
-    assert table[0] == "| method | masked_psnr | ssim |" and len(table) == 3
-    assert f"{only[0]['masked_psnr']:.3f}" in table[2]
+    assert table[0] == "| method | masked PSNR (dB) | SSIM |" and len(table) == 3
+    assert table[2].startswith("| mean fill | ") and f"{only[0]['masked_psnr']:.3f}" in table[2]
+
+
+def test_format_table_shows_a_missing_value_as_a_dash():
+    rows = [{"method": "MAE", "masked_psnr": 15.5, "train min": 3.25},
+            {"method": "interpolate_fill", "masked_psnr": 14.9, "train min": None},
+            {"method": "telea_inpaint", "masked_psnr": float("nan"), "train min": float("nan")}]
+    lines = format_table(rows, digits=1).splitlines()
+    assert lines[0] == "| method | masked PSNR (dB) | training (min) |"
+    assert lines[2:] == ["| MAE | 15.5 | 3.2 |", "| interpolation | 14.9 | - |", "| Telea inpainting | - | - |"]
+
+
+def test_masked_copies_repeats_each_image_with_its_own_reproducible_masks():
+    from maelib.metrics import masked_copies
+
+    images = torch.rand(3, 3, 16, 16)
+    imgs, mask, pixel_mask = masked_copies(images, 4, 2, block_ratio=0.5, random_offset=True)
+    assert imgs.shape == (6, 3, 16, 16) and torch.equal(imgs[3:], images) and pixel_mask.shape == (6, 1, 16, 16)
+    assert (mask.mask.sum(1) == 8).all() and pixel_mask.mean().item() == 0.5  # half the rows of a 4x4 grid
+    assert len({tuple(m.tolist()) for m in mask.mask}) > 1  # the copies are masked differently ...
+    again = masked_copies(images, 4, 2, block_ratio=0.5, random_offset=True)[1]
+    assert torch.equal(again.mask, mask.mask)  # ... and the same on every call
+    with pytest.raises(ValueError, match="16x16 px do not split into patches of 5 px"):
+        masked_copies(images, 5)

@@ -115,13 +115,13 @@ def test_the_test_split_is_returned_held_out_and_stratified():
     images = ImageSet(torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8), labels=labels,
                       paths=[f"{i}.jpg" for i in range(100)])
     run = dataclasses.replace(configs.get_config("tiny", "smoke"), val_fraction=0.1, test_fraction=0.2)
-    train, val, test = runs._split(images, run)
+    train, val, test = (images.subset(idx) for idx in runs._split(images, run).values())
     assert (len(train), len(val), len(test)) == (70, 10, 20)
     assert test.labels.tolist().count(1) == 8  # 40% of the test images, as in the whole set
     seen = {p for part in (train, val) for p in part.paths}
     assert not seen & set(test.paths)  # never trained or validated on
     run = dataclasses.replace(run, test_fraction=0.0)
-    assert runs._split(images, run)[2] is None
+    assert list(runs._split(images, run)) == ["train", "val"]
 
 
 def test_recipe_record_names_only_what_differs_from_the_recipe():
@@ -269,3 +269,82 @@ def test_a_model_the_command_line_trained_is_found_by_train_or_load(tmp_path, np
     found = runs.train_or_load(run, path=out.with_suffix(".pt"), device="cpu", progress=False)
     assert found.history == history and found.epoch == 2  # resumed at its end: nothing trained again
     assert same_weights(found.model, model) and out.with_suffix(".pt").exists()
+
+
+# --------------------------------------------------------------------------- fine-tuning chains, larger decoding
+def test_a_fine_tuning_recipe_starts_from_the_trained_model_of_the_recipe_it_names(tmp_path, npy_recipe,
+                                                                                  monkeypatch, capsys):
+    start_recipe = configs.replace(npy_recipe, name="start_here", epochs=1)
+    monkeypatch.setitem(configs.CONFIGS, "start_here", lambda preset: start_recipe)
+    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)  # checkpoints/ of the chain go here
+    tuned_recipe = configs.replace(npy_recipe, name="tuned", init_from="start_here", epochs=1, lr=1e-12)
+    tuned = runs.train_or_load(tuned_recipe, path=tmp_path / "tuned.pt", device="cpu", progress=False)
+    out = capsys.readouterr().out
+    assert "trained start_here (smoke preset) for 1 epochs" in out and "with start_here" in out
+    start = runs.load_run(tmp_path / "checkpoints" / "start_here-smoke.pt")
+    # a learning rate of 1e-12 leaves the weights where they started: at the trained start, not at a new init
+    for (name, a), b in zip(tuned.model.state_dict().items(), start.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    scratch = runs.build_model(tuned_recipe, in_chans=3)  # what training from scratch would have started from
+    assert not torch.allclose(scratch.state_dict()["blocks.0.attn.qkv.weight"], start.model.state_dict()[
+        "blocks.0.attn.qkv.weight"], atol=1e-3)
+    assert tuned.total_minutes == pytest.approx(tuned.minutes + float(start.checkpoint["train_minutes"]))
+    again = runs.train_or_load(tuned_recipe, path=tmp_path / "tuned.pt", device="cpu", progress=False)
+    assert again.loaded and again.total_minutes == pytest.approx(tuned.total_minutes)
+    # a checkpoint file works as a start too: here the tuned model, tuned once more
+    from_file = configs.replace(tuned_recipe, init_from=str(tmp_path / "tuned.pt"))
+    twice = runs.train_or_load(from_file, path=tmp_path / "twice.pt", device="cpu", progress=False)
+    assert torch.allclose(twice.model.state_dict()["blocks.0.attn.qkv.weight"],
+                          tuned.model.state_dict()["blocks.0.attn.qkv.weight"], atol=1e-6)
+    assert twice.total_minutes == pytest.approx(twice.minutes + tuned.total_minutes)
+
+
+def test_init_from_must_name_a_recipe_or_a_checkpoint(npy_recipe):
+    with pytest.raises(ValueError, match="init_from names no recipe and no checkpoint .*: 'lesson99'"):
+        configs.replace(npy_recipe, init_from="lesson99")
+
+
+def test_decode_scale_decodes_the_training_images_larger_and_leaves_the_rest(npy_recipe):
+    run = configs.replace(npy_recipe, decode_scale=1.5, augment={"crop_scale": (0.5, 1.0), "hflip": True})
+    parts, plain = runs.load_data(run, progress=False), runs.load_data(npy_recipe, progress=False)
+    assert parts.train.images.shape[-2:] == (24, 24) and parts.splits["train"].images.shape[-2:] == (16, 16)
+    assert tuple(parts.train[0].shape) == (3, 16, 16) and parts.normalizer == plain.normalizer
+    assert torch.equal(parts.test.images, plain.test.images)
+    with pytest.raises(ValueError, match="decode_scale must be >= 1"):
+        configs.replace(npy_recipe, decode_scale=0.5)
+
+
+def test_the_ssim_loss_adds_its_weighted_term_to_the_masked_mse(npy_recipe):
+    from maelib.losses import SSIMLoss
+    from maelib.patches import paste_back, patch_mask_to_pixels
+
+    run = configs.replace(npy_recipe, loss="mse+ssim", ssim_weight=4.0)
+    parts = runs.load_data(run, progress=False)
+    torch.manual_seed(0)
+    model = runs.build_model(run, **parts.from_data)
+    imgs = torch.stack([parts.val[i] for i in range(4)])
+    loss_fn = runs.build_loss(run, model, normalizer=parts.normalizer)
+    torch.manual_seed(1)
+    total = loss_fn(model, imgs)
+    torch.manual_seed(1)
+    mse, pred, mask = model(imgs, **run.train.mask)  # the same masks: the same seed
+    pixels = parts.normalizer.denormalize
+    pm = patch_mask_to_pixels(mask, model.patch_size)
+    ssim_term = SSIMLoss()(paste_back(pixels(model.unpatchify(pred)), pixels(imgs), pm), pixels(imgs))
+    assert total.item() == pytest.approx(mse.item() + 4.0 * ssim_term.item(), rel=1e-4)
+    assert runs.build_loss(configs.replace(run, loss="mse"), model) is None  # the model's own masked MSE
+
+
+def test_the_command_line_fine_tunes_from_the_checkpoint_it_is_given(tmp_path, npy_recipe):
+    from maelib.__main__ import make_parser, train
+
+    folder = npy_recipe.data_folder
+    flags = ["train", "--config", "lesson02_vit_faces", "--preset", "smoke", "--data-folder", folder, "--img-size",
+             "16", "--patch-size", "4", "--batch-size", "8", "--amp", "off", "--device", "cpu"]
+    start, _ = train(make_parser().parse_args([*flags, "--epochs", "1", "--out", str(tmp_path / "start")]))
+    tuned, _ = train(make_parser().parse_args([*flags, "--epochs", "1", "--lr", "1e-12", "--init-from",
+                                               str(tmp_path / "start" / "last.pt"), "--out", str(tmp_path / "tuned")]))
+    for a, b in zip(tuned.state_dict().values(), start.state_dict().values(), strict=True):
+        assert torch.allclose(a.cpu(), b.cpu(), atol=1e-6)
+    with pytest.raises(SystemExit, match="--init-from names no recipe and no checkpoint .*'nowhere'"):
+        train(make_parser().parse_args([*flags, "--init-from", "nowhere", "--out", str(tmp_path / "x")]))

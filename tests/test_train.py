@@ -279,6 +279,28 @@ def test_fit_says_which_precision_it_trains_in(capsys):
     assert "precision: float32 (amp='off')" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("epochs,print_every,printed", [(5, 2, [1, 2, 4, 5]), (60, None, [1, *range(3, 61, 3)]),
+                                                          (3, None, [1, 2, 3])])
+def test_fit_prints_every_kth_epoch_and_keeps_every_epoch_in_its_history(capsys, epochs, print_every, printed):
+    history = fit(tiny_vit(), make_loader(toy_data(4), 4), config=quiet(epochs=epochs, progress=True,
+                                                                      print_every=print_every), device="cpu")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [int(line.split()[1].split("/")[0]) for line in lines] == printed
+    assert history["epoch"] == list(range(1, epochs + 1))
+    with pytest.raises(ValueError, match="print_every must be None .* got 0"):
+        quiet(print_every=0)
+
+
+def test_make_logger_builds_the_tracker_it_names(tmp_path):
+    from maelib.loggers import Logger, make_logger
+
+    assert type(make_logger("none", "run")) is Logger
+    with make_logger("tensorboard", "run", {"epochs": 3, "name": "x", "amp": True}, folder=tmp_path) as logger:
+        assert isinstance(logger, TensorBoardLogger) and logger.log_dir == str(tmp_path / "tensorboard" / "run")
+    with pytest.raises(ValueError, match="tracking must be one of .* got 'tensorbord'"):
+        make_logger("tensorbord", "run")
+
+
 def test_make_optimizer_takes_the_fused_adamw_and_updates_like_the_plain_one():
     fused_model, plain_model = tiny_vit(), tiny_vit()
     fused = make_optimizer(fused_model, 1e-2)

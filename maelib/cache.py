@@ -3,7 +3,9 @@
 ``$MAELIB_CACHE_DIR`` (default ``~/.cache/maelib``) holds
 
 * ``tensors/``: decoded images, one file per data set and size (:mod:`maelib.data.decode`);
-* ``weights/``: downloaded model weights (:mod:`maelib.pretrained`).
+* ``weights/``: downloaded model weights (:mod:`maelib.pretrained`);
+* ``downloads/``: data-set archives while they are downloaded and unpacked (:mod:`maelib.data.sources`),
+  emptied once a data set is in place.
 
 It is kept apart from the data root, which may be a read-only course folder.
 """
@@ -23,7 +25,7 @@ def cache_root() -> Path:
 
 
 def cache_dir(kind: str) -> Path:
-    """The cache's folder for one kind of thing: ``"tensors"`` or ``"weights"``."""
-    if kind not in ("tensors", "weights"):
-        raise ValueError(f"kind must be 'tensors' or 'weights', got {kind!r}")
+    """The cache's folder for one kind of thing: ``"tensors"``, ``"weights"`` or ``"downloads"``."""
+    if kind not in ("tensors", "weights", "downloads"):
+        raise ValueError(f"kind must be 'tensors', 'weights' or 'downloads', got {kind!r}")
     return cache_root() / kind

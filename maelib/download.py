@@ -13,6 +13,18 @@
 Whatever fails, the temporary file and folder are removed, and so are the folders that were
 made to hold them: the destination either appears complete or not at all. Without a network the
 error names the URL, the licence, and what to download by hand and where to put it.
+
+Files on Google Drive (``https://drive.google.com/...``; CelebA lives there) are fetched with
+``gdown``, which gets past Drive's confirmation page; when Drive refuses (its daily quota for a
+popular file), the error says so and what to do.
+
+**A mirror.** Each data set's files are :class:`RemoteFile` s: an official address and a path
+``<data set>/<file name>``. With the environment variable ``MAELIB_DOWNLOAD_MIRROR=URL`` set,
+:func:`fetch_remote` takes every file from ``URL/<data set>/<file name>`` instead (a classroom
+server, a local copy, the tests' server on 127.0.0.1). A mirror may publish ``URL/SHA256SUMS``
+(lines ``<sha256>  <data set>/<file name>``, as ``sha256sum`` writes them); a file listed there is
+verified against that sha256 instead of the official checksum, so a mirror may serve other builds
+of the files (the tests serve small synthetic ones). Trust a mirror as you would its files.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -35,6 +48,8 @@ from tqdm.auto import tqdm
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CHUNK = 1 << 20  # read 1 MiB at a time
+MIRROR_ENV = "MAELIB_DOWNLOAD_MIRROR"
+GOOGLE_DRIVE = "drive.google.com"
 
 # What ``expected`` may be: relative paths that must exist, or glob pattern -> exact file count.
 Expected = Sequence[str] | Mapping[str, int] | None
@@ -54,7 +69,11 @@ def is_archive_name(name: str) -> bool:
 
 def sha256_of(path: str | os.PathLike) -> str:
     """The sha256 of a file, as 64 lowercase hex digits."""
-    h = hashlib.sha256()
+    return _digest(path, "sha256")
+
+
+def _digest(path: str | os.PathLike, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
@@ -66,6 +85,7 @@ def download_and_extract(
     dest: str | os.PathLike,
     *,
     sha256: str | None = None,
+    md5: str | None = None,
     expected: Expected = None,
     licence: str = "not stated",
     extract: bool | None = None,
@@ -76,9 +96,12 @@ def download_and_extract(
     """Download ``url`` to ``dest`` and return ``dest`` (a folder for archives, else a file).
 
     Args:
-        url: http(s) address of a file or of a .zip / .tar(.gz|.bz2|.xz) archive.
+        url: http(s) address of a file or of a .zip / .tar(.gz|.bz2|.xz) archive (a Google Drive
+            address is fetched with ``gdown``).
         dest: for an archive, the folder that receives its contents; otherwise the file path.
         sha256: expected sha256 of the downloaded bytes (the archive itself), or ``None``.
+        md5: expected md5 of the downloaded bytes, for sources that publish only an md5 (checked
+            like ``sha256``; give either or both).
         expected: what a complete archive contains: a list of relative paths that must exist,
             or a mapping ``{glob pattern: exact number of files}``, e.g. ``{"base/*.jpg": 378}``.
             Checked after extraction and on every cached call; unused for a single file (whose
@@ -98,8 +121,9 @@ def download_and_extract(
     dest = Path(dest)
     if extract is None:
         extract = is_archive_name(urlparse(url).path)
-    if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower())):
-        raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
+    for name, value, digits in (("sha256", sha256, 64), ("md5", md5, 32)):
+        if value is not None and (len(value) != digits or any(c not in "0123456789abcdef" for c in value.lower())):
+            raise ValueError(f"{name} must be {digits} hex digits, got {value!r}")
     manual = _manual_hint(url, dest, licence, extract, by_hand)
 
     # 1. Cached: a complete destination is never downloaded again.
@@ -127,14 +151,19 @@ def download_and_extract(
     unpacked: Path | None = None
     try:
         # 2. Fetch into the temporary file.
-        digest = _fetch(url, part, dest, progress=progress, timeout=timeout, manual=manual)
+        if urlparse(url).hostname == GOOGLE_DRIVE:
+            _fetch_google_drive(url, part, progress=progress, manual=manual)
+        else:
+            _fetch(url, part, dest, progress=progress, timeout=timeout, manual=manual)
 
-        # 3. Verify the checksum, when the source publishes one.
-        if sha256 is not None and digest != sha256.lower():
-            raise DownloadError(
-                f"sha256 mismatch for {url}: expected {sha256.lower()}, got {digest}; "
-                f"the file was deleted. {manual}"
-            )
+        # 3. Verify the checksums, when the source publishes them.
+        for name, wanted in (("sha256", sha256), ("md5", md5)):
+            got = _digest(part, name) if wanted is not None else None
+            if got is not None and got != wanted.lower():
+                raise DownloadError(
+                    f"{name} mismatch for {url}: expected {wanted.lower()}, got {got}; "
+                    f"the file was deleted. {manual}"
+                )
 
         if not extract:
             os.chmod(part, 0o644)  # mkstemp makes files private; a download is for everyone to read
@@ -174,6 +203,75 @@ def download_and_extract(
                     break
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of an official source, as :func:`fetch_remote` fetches it.
+
+    Attributes:
+        url: the official address (an http(s) URL; a Google Drive one is fetched with gdown).
+        mirror_path: where a mirror keeps it: ``<data set>/<file name>``, e.g. ``lfw/lfw.tgz``.
+        sha256 / md5: the official checksums (``None`` where the source publishes none).
+        expected: what the extracted archive holds (see :func:`download_and_extract`).
+    """
+
+    url: str
+    mirror_path: str
+    sha256: str | None = None
+    md5: str | None = None
+    expected: Expected = None
+
+
+def download_mirror() -> str | None:
+    """The mirror in force: ``$MAELIB_DOWNLOAD_MIRROR`` without a trailing slash, else ``None``."""
+    value = os.environ.get(MIRROR_ENV, "").strip().rstrip("/")
+    if value and urlparse(value).scheme not in ("http", "https", "file"):
+        raise ValueError(f"{MIRROR_ENV}={value!r} is not an http(s) or file URL; set it to e.g. "
+                         f"http://server/maelib-data, or unset it to use the official sources")
+    return value or None
+
+
+def mirror_checksums(mirror: str, timeout: float = 60.0) -> dict[str, str]:
+    """``{<data set>/<file name>: sha256}`` from ``mirror/SHA256SUMS``; empty when the mirror has none."""
+    try:
+        with urlopen(Request(f"{mirror}/SHA256SUMS"), timeout=timeout) as response:
+            text = response.read().decode()
+    except HTTPError as err:
+        if err.code == 404:
+            return {}
+        raise DownloadError(f"the mirror {mirror} ({MIRROR_ENV}) answered {err.code} for SHA256SUMS") from err
+    except URLError as err:
+        if isinstance(err.reason, FileNotFoundError):  # a file:// mirror without the list
+            return {}
+        raise DownloadError(f"could not reach the mirror {mirror} set by {MIRROR_ENV} ({err.reason}); fix or "
+                            f"unset {MIRROR_ENV}") from err
+    except OSError as err:
+        raise DownloadError(f"could not reach the mirror {mirror} set by {MIRROR_ENV} ({err}); fix or unset "
+                            f"{MIRROR_ENV}") from err
+    sums = {}
+    for line in filter(str.strip, text.splitlines()):
+        digest, _, name = line.strip().partition(" ")
+        if len(digest) != 64 or not name.strip():
+            raise DownloadError(f"{mirror}/SHA256SUMS has a line that is not '<sha256>  <data set>/<file name>': "
+                                f"{line!r}")
+        sums[name.strip().lstrip("*")] = digest.lower()
+    return sums
+
+
+def fetch_remote(remote: RemoteFile, dest: str | os.PathLike, *, licence: str = "not stated",
+                 progress: bool = True, by_hand: str | None = None) -> Path:
+    """Download ``remote`` to ``dest`` (extracted when it is an archive) from its official address, or
+    from the mirror that ``MAELIB_DOWNLOAD_MIRROR`` names; see :func:`download_and_extract`."""
+    url, sha256, md5 = remote.url, remote.sha256, remote.md5
+    mirror = download_mirror()
+    if mirror is not None:
+        url = f"{mirror}/{remote.mirror_path}"
+        listed = mirror_checksums(mirror).get(remote.mirror_path)
+        if listed is not None:  # the mirror's own build of the file
+            sha256, md5 = listed, None
+    return download_and_extract(url, dest, sha256=sha256, md5=md5, expected=remote.expected, licence=licence,
+                                extract=is_archive_name(remote.mirror_path), progress=progress, by_hand=by_hand)
+
+
 def check_expected(folder: Path, expected: Expected) -> list[str]:
     """Return what is wrong with ``folder`` compared with ``expected`` (empty list: all good)."""
     if expected is None:
@@ -198,11 +296,10 @@ def _manual_hint(url: str, dest: Path, licence: str, extract: bool, by_hand: str
     return f"To do it by hand: {how}. Licence/terms: {licence}."
 
 
-def _fetch(url: str, part: Path, dest: Path, *, progress: bool, timeout: float, manual: str) -> str:
-    """Stream ``url`` into ``part``; return the sha256 of the bytes; raise DownloadError on failure."""
+def _fetch(url: str, part: Path, dest: Path, *, progress: bool, timeout: float, manual: str) -> None:
+    """Stream ``url`` into ``part``; raise DownloadError on failure."""
     request = Request(url, headers={"User-Agent": "maelib (python urllib)"})
     received, total = 0, None
-    digest = hashlib.sha256()
     try:
         with urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
             length = response.headers.get("Content-Length")
@@ -211,7 +308,6 @@ def _fetch(url: str, part: Path, dest: Path, *, progress: bool, timeout: float, 
                       desc=dest.name, disable=not progress) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
-                    digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
     except HTTPError as err:
@@ -232,7 +328,27 @@ def _fetch(url: str, part: Path, dest: Path, *, progress: bool, timeout: float, 
             f"the download of {url} is truncated: received {received} of {total} bytes; "
             f"nothing was kept. {manual}"
         )
-    return digest.hexdigest()
+
+
+def _fetch_google_drive(url: str, part: Path, *, progress: bool, manual: str) -> None:
+    """Fetch a Google Drive file into ``part`` with gdown; raise DownloadError on failure."""
+    try:
+        import gdown
+        import requests
+    except ImportError as err:
+        raise DownloadError(f"{url} is on Google Drive, which needs the package gdown (a dependency of "
+                            f"maelib: pip install gdown). {manual}") from err
+    try:
+        with open(part, "wb") as out:
+            gdown.download(url, out, quiet=not progress)
+    except gdown.exceptions.FileURLRetrievalError as err:
+        reason = " ".join(str(err).split())
+        raise DownloadError(
+            f"Google Drive refused {url}. For a popular file that usually means its daily download quota "
+            f"is used up: try again in a day. Drive said: {reason[:300]} {manual}"
+        ) from err
+    except (requests.RequestException, OSError) as err:
+        raise DownloadError(f"could not fetch {url} from Google Drive ({err!r}); are you offline? {manual}") from err
 
 
 def _extract(archive: Path, into: Path, url: str) -> None:

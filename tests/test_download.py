@@ -9,13 +9,14 @@ import hashlib
 import io
 import tarfile
 import tempfile
-import warnings
 import zipfile
+from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import closed_port_url as closed_port_url_on
 from helpers import serve_folder
 from PIL import Image
@@ -49,6 +50,14 @@ def no_proxy(monkeypatch):
     # A proxy from the environment must not see requests to 127.0.0.1.
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own cache, outside tmp_path; downloads are staged in its downloads/."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("MAELIB_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -235,7 +244,7 @@ def palette_png(rng: np.random.Generator, size=(12, 10)) -> bytes:
     return buf.getvalue()
 
 
-def test_facades_download_builds_the_layout(server, tmp_path, monkeypatch):
+def test_facades_download_builds_the_layout(server, tmp_path, monkeypatch, cache):
     """A fake CMP archive (378 photos + label maps under base/) becomes facades/{images,labels}/."""
     base, served = server
     rng = np.random.default_rng(0)
@@ -244,36 +253,34 @@ def test_facades_download_builds_the_layout(server, tmp_path, monkeypatch):
         files[f"base/cmp_b{i:04d}.jpg"] = jpeg_bytes(rng)
         files[f"base/cmp_b{i:04d}.png"] = palette_png(rng)
     make_zip(served / "CMP_facade_DB_base.zip", files)
-    monkeypatch.setattr(sources, "CMP_URL", f"{base}/CMP_facade_DB_base.zip")
-    monkeypatch.setenv("MAELIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "CMP_ZIP", replace(sources.CMP_ZIP, url=f"{base}/CMP_facade_DB_base.zip"))
     root = tmp_path / "root"
     root.mkdir()
 
-    with pytest.warns(UserWarning, match="seeded split"):
-        s = facades(root, size=8, with_labels=True, progress=False)
+    s = facades(root, size=8, with_labels=True, progress=False)
     assert s.images.shape == (378, 3, 8, 8) and s.masks.shape == (378, 1, 8, 8)
     assert set(s.masks.unique().tolist()) <= set(range(1, 13))
     assert [s.split_hint.count(k) for k in ("train", "val", "test")] == [302, 37, 39]
+    assert s.split_source.startswith("seeded split (seed=0), train/val/test 302/37/39")
     assert len(list((root / "facades" / "images").glob("cmp_b*.jpg"))) == 378
     assert len(list((root / "facades" / "labels").glob("cmp_b*.png"))) == 378
     assert s.mask_names[3] == "window"
-    assert not (root / ".downloads" / "CMP_facade_DB_base").exists()  # raw download removed
+    assert leftovers(cache / "downloads") == []  # raw download removed
+    assert leftovers(root) == ["MANIFEST.tsv", "facades"]
     assert "facades/images/cmp_b0001.jpg" in read_manifest(root)
     # Present now: a second call neither downloads nor needs the server.
-    monkeypatch.setattr(sources, "CMP_URL", "http://127.0.0.1:9/unreachable.zip")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert len(facades(root, size=8, progress=False)) == 378
+    monkeypatch.setattr(sources, "CMP_ZIP", replace(sources.CMP_ZIP, url="http://127.0.0.1:9/unreachable.zip"))
+    assert len(facades(root, size=8, progress=False)) == 378
 
 
 def test_a_failed_facades_download_says_where_the_files_go(tmp_path, monkeypatch, closed_port_url):
-    monkeypatch.setattr(sources, "CMP_URL", closed_port_url)
+    monkeypatch.setattr(sources, "CMP_ZIP", replace(sources.CMP_ZIP, url=closed_port_url))
     with pytest.raises(DownloadError, match="offline") as err:
         facades(tmp_path, size=8, progress=False)
     message = str(err.value)
     assert f"{tmp_path}/facades/images/cmp_bNNNN.jpg" in message  # the documented layout
     assert f"{tmp_path}/facades/labels/cmp_bNNNN.png" in message
-    assert ".downloads" not in message  # not the hidden staging folder
+    assert "downloads" not in message  # not the staging folder
     assert sources.CMP_LICENCE in message
     assert leftovers(tmp_path) == []
 
@@ -284,11 +291,9 @@ def test_lfw_download_makes_greyscale_128(server, tmp_path, monkeypatch):
     files = {f"lfw/Person_{k:02d}/Person_{k:02d}_{j:04d}.jpg": jpeg_bytes(rng, (30, 30))
              for k in range(8) for j in (1, 2)}
     sha = make_tar_gz(served / "lfw.tgz", files)
-    monkeypatch.setattr(sources, "LFW_URL", f"{base}/lfw.tgz")
-    monkeypatch.setattr(sources, "LFW_SHA256", sha)
-    monkeypatch.setattr(sources, "LFW_EXPECTED", {"lfw/*/*.jpg": 16})
+    monkeypatch.setattr(sources, "LFW_TGZ", replace(sources.LFW_TGZ, url=f"{base}/lfw.tgz", sha256=sha,
+                                                    expected={"lfw/*/*.jpg": 16}))
     monkeypatch.setattr(sources, "LFW_PEOPLE", 5)
-    monkeypatch.setenv("MAELIB_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "root"
     root.mkdir()
 
@@ -300,53 +305,75 @@ def test_lfw_download_makes_greyscale_128(server, tmp_path, monkeypatch):
     assert s.images.shape == (5, 1, 16, 16)
 
 
-def test_cats_dogs_download_sorts_by_species(tmp_path, monkeypatch):
-    """torchvision's OxfordIIITPet is replaced by a fake that lays out files like the real one."""
-    import torchvision.datasets
-
+def pets_archives(served: Path, rows: dict[str, list[str]], missing: str = "") -> None:
+    """Oxford-IIIT Pet's two archives: images/<name>.jpg and annotations/{trainval,test}.txt."""
     rng = np.random.default_rng(2)
+    names = [line.split()[0] for lines in rows.values() for line in lines]
+    make_tar_gz(served / "images.tar.gz", {f"images/{n}.jpg": jpeg_bytes(rng) for n in names if n != missing})
+    make_tar_gz(served / "annotations.tar.gz",
+                {f"annotations/{split}.txt": ("\n".join(lines) + "\n").encode() for split, lines in rows.items()})
 
-    class FakePets:
-        def __init__(self, root, split, target_types, download):
-            assert target_types == "binary-category" and download
-            pets = Path(root) / "oxford-iiit-pet"
-            (pets / "images").mkdir(parents=True, exist_ok=True)
-            (pets / "annotations").mkdir(exist_ok=True)
-            rows = {"trainval": ["Abyssinian_1 1 1 1", "beagle_1 2 2 1", "beagle_2 2 2 1"],
-                    "test": ["Bengal_1 6 1 2", "pug_1 26 2 20"]}
-            for split_name, lines in rows.items():
-                text = "#Image CLASS-ID SPECIES BREED ID\n" + "\n".join(lines) + "\n"
-                (pets / "annotations" / f"{split_name}.txt").write_text(text)
-                for line in lines:
-                    (pets / "images" / f"{line.split()[0]}.jpg").write_bytes(jpeg_bytes(rng))
 
-    monkeypatch.setattr(torchvision.datasets, "OxfordIIITPet", FakePets)
-    monkeypatch.setenv("MAELIB_CACHE_DIR", str(tmp_path / "cache"))
+PETS_ROWS = {"trainval": ["Abyssinian_1 1 1 1", "beagle_1 2 2 1", "beagle_2 2 2 1"],
+             "test": ["Bengal_1 6 1 2", "pug_1 26 2 20"]}
+
+
+@pytest.fixture
+def pets_urls(server, monkeypatch):
+    base, served = server
+    for name in ("PETS_IMAGES", "PETS_ANNOTATIONS"):
+        remote = getattr(sources, name)
+        monkeypatch.setattr(sources, name, replace(remote, url=f"{base}/{remote.url.rsplit('/', 1)[1]}", md5=None))
+    return served
+
+
+def test_cats_dogs_download_sorts_by_species(pets_urls, tmp_path, cache):
+    pets_archives(pets_urls, PETS_ROWS)
     from maelib.data import cats_dogs
 
-    s = cats_dogs(tmp_path, size=8, progress=False)
+    s = cats_dogs(tmp_path, size=8, per_class=None, progress=False)
     cats = sorted(p.name for p in (tmp_path / "cats_dogs" / "cats").iterdir())
     assert cats == ["Abyssinian_1.jpg", "Bengal_1.jpg"]
     assert len(list((tmp_path / "cats_dogs" / "dogs").iterdir())) == 3
     assert s.labels.tolist() == [0, 0, 1, 1, 1] and s.class_names == ["cat", "dog"]
     hint = dict(zip([p.name for p in s.paths], s.split_hint, strict=True))
     assert hint["Bengal_1.jpg"] == "test" and hint["beagle_2.jpg"] == "train"
-    assert not (tmp_path / ".downloads" / "oxford-iiit-pet").exists()
+    assert leftovers(cache / "downloads") == []  # raw downloads removed
+    # the balanced set: one cat and one dog from each split
+    two = cats_dogs(tmp_path, size=8, per_class=2, progress=False)
+    assert torch.bincount(two.labels).tolist() == [2, 2] and sorted(two.split_hint) == ["test"] * 2 + ["train"] * 2
+    with pytest.raises(ValueError, match=r"cats_dogs/cats: its 'test' split has 1 files, fewer than the 2"):
+        cats_dogs(tmp_path, size=8, per_class=4, progress=False)
 
 
-def test_failed_torchvision_download_explains_what_to_do(tmp_path, monkeypatch):
-    from urllib.error import URLError
+def test_an_annotated_photo_missing_from_the_archive_is_an_error(pets_urls, tmp_path):
+    pets_archives(pets_urls, PETS_ROWS, missing="pug_1")
+    from maelib.data import cats_dogs
 
-    import torchvision.datasets
+    with pytest.raises(DownloadError, match=r"pug_1.jpg is listed in annotations/test.txt but not in images.tar.gz"):
+        cats_dogs(tmp_path, size=8, progress=False)
+    assert not (tmp_path / "cats_dogs").exists()
 
-    def offline(*args, **kwargs):
-        raise URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torchvision.datasets, "OxfordIIITPet", offline)
+def test_failed_pets_download_explains_what_to_do(tmp_path, monkeypatch, closed_port_url):
+    monkeypatch.setattr(sources, "PETS_IMAGES", replace(sources.PETS_IMAGES, url=closed_port_url))
     from maelib.data import cats_dogs
 
     with pytest.raises(DownloadError) as err:
         cats_dogs(tmp_path, size=8, progress=False)
     message = str(err.value)
     assert str(tmp_path / "cats_dogs" / "cats") in message and "CC BY-SA 4.0" in message
-    assert not (tmp_path / "cats_dogs").exists()
+    assert "images.tar.gz and annotations.tar.gz" in message and "offline" in message
+    assert leftovers(tmp_path) == []
+
+
+def test_an_md5_is_checked_like_a_sha256(server, tmp_path):
+    base, served = server
+    make_zip(served / "pack.zip", FILES)
+    md5 = hashlib.md5((served / "pack.zip").read_bytes()).hexdigest()
+    assert download_and_extract(f"{base}/pack.zip", tmp_path / "ok", md5=md5, progress=False) == tmp_path / "ok"
+    with pytest.raises(DownloadError, match=f"md5 mismatch for {base}/pack.zip: expected {'0' * 32}, got {md5}"):
+        download_and_extract(f"{base}/pack.zip", tmp_path / "bad", md5="0" * 32, progress=False)
+    assert leftovers(tmp_path) == ["ok", "served"]
+    with pytest.raises(ValueError, match="md5 must be 32 hex digits"):
+        download_and_extract(f"{base}/pack.zip", tmp_path / "x", md5="abc")

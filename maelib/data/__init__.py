@@ -2,11 +2,11 @@
 
 Modules, one job each:
     root           where the data lives (``data_root``) and where decoded tensors are cached
-    download       ``download_and_extract``: verified, atomic downloads (data and weights)
-    sources        fetch a missing data set from its official source into the root's layout
+    download       ``download_and_extract``: verified, atomic downloads (data and weights); the mirror setting
+    sources        fetch a missing data set from its official source (or a mirror) into the root's layout
     decode         decode image files once, resize, cache the tensor on disk
     folders        load any folder of images or of ``.npy`` arrays
-    datasets       ``cats_dogs``, ``faces``, ``facades``
+    datasets       ``cats_dogs``, ``faces``, ``facades``; ``balanced_choice``: the same subset from any source
     imageset       ``ImageSet``: images + labels/masks/paths/split hints
     manifest       ``MANIFEST.tsv``: sha256, size and split hint per file
     splits         deterministic, seedable train/val/test splits (scikit-learn)
@@ -15,7 +15,7 @@ Modules, one job each:
 """
 
 from ..download import DownloadError, download_and_extract, sha256_of
-from .datasets import FACADES_SPLIT, FACES_VARIANTS, cats_dogs, facades, faces
+from .datasets import CATS_DOGS_PER_CLASS, FACADES_SPLIT, FACES_VARIANTS, balanced_choice, cats_dogs, facades, faces
 from .decode import NoImagesError, SkippedFilesWarning, decode_image, decode_mask, load_images
 from .folders import list_files, load_image_folder, load_npy_folder
 from .imageset import ImageSet
@@ -26,6 +26,7 @@ from .torch_dataset import ImageTensorDataset
 from .transforms import PixelNormalizer, eval_transforms, train_transforms
 
 __all__ = [
+    "CATS_DOGS_PER_CLASS",
     "FACADES_SPLIT",
     "FACES_VARIANTS",
     "DownloadError",
@@ -34,6 +35,7 @@ __all__ = [
     "NoImagesError",
     "PixelNormalizer",
     "SkippedFilesWarning",
+    "balanced_choice",
     "cache_dir",
     "cats_dogs",
     "data_root",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,8 @@ def list_files(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
 
 def load_image_folder(folder: str | os.PathLike, size: int | Sequence[int] | None = None, *,
                       channels: int = 3, fit: str = "crop", by_subfolder: bool = False,
-                      classes: Sequence[str] | None = None, progress: bool = True,
+                      classes: Sequence[str] | None = None,
+                      choose: Callable[[list[Path]], list[Path]] | None = None, progress: bool = True,
                       cache: bool = True) -> ImageSet:
     """Decode every image in ``folder`` into ``ImageSet.images`` ``(N, channels, H, W) uint8``.
 
@@ -63,6 +64,8 @@ def load_image_folder(folder: str | os.PathLike, size: int | Sequence[int] | Non
         fit: ``"crop"`` (cover the target, centre-crop) or ``"stretch"``; see ``maelib.data.decode``.
         by_subfolder: treat each subfolder as one class; ``labels`` index ``class_names``.
         classes: with ``by_subfolder``, the subfolders to use, in label order (default: all, sorted).
+        choose: with ``by_subfolder``, picks the files of one class from all of them (sorted by name)
+            before anything is decoded, e.g. a balanced subset (default: all).
         progress: show a progress bar while decoding.
         cache: use the on-disk tensor cache (see ``maelib.data.decode``).
     """
@@ -83,6 +86,8 @@ def load_image_folder(folder: str | os.PathLike, size: int | Sequence[int] | Non
     files, labels = [], []
     for k, name in enumerate(classes):
         class_files = list_files(folder / name)
+        if choose is not None:
+            class_files = choose(class_files)
         files += class_files
         labels += [k] * len(class_files)
     decoded = load_images(files, size, channels=channels, fit=fit, what=f"folder {folder}",

@@ -336,7 +336,7 @@ def train(args: argparse.Namespace):
 
         if run.init_from and not (args.resume and last.exists()):  # fine-tuning (a resumed run has its own weights)
             try:
-                runs.start_from(run, model, normalizer, progress=main, train_missing=world == 1)
+                runs.start_from(run, model, normalizer, progress=main, train_missing=world == 1, device=device)
             except (FileNotFoundError, ValueError) as err:
                 raise SystemExit(f"maelib train: {err}") from err
             _say(f"  start   from {run.init_from}")

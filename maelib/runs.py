@@ -291,12 +291,12 @@ def _start_name(run: RunConfig) -> str:
 
 
 def start_from(run: RunConfig, model: nn.Module, normalizer: PixelNormalizer | None, *, progress: bool = True,
-               train_missing: bool = True) -> float:
+               train_missing: bool = True, device: torch.device | str | None = None) -> float:
     """Load into ``model`` the trained model ``run.init_from`` names (fine-tuning); return its training minutes.
 
     ``init_from`` is a recipe (same preset: trained first by :func:`train_or_load` if its checkpoint is
-    missing and ``train_missing``, else ``FileNotFoundError``) or a checkpoint file. Its inputs must be
-    standardised as this run's (``normalizer``), or ``ValueError``.
+    missing and ``train_missing``, on ``device``, else ``FileNotFoundError``) or a checkpoint file. Its inputs
+    must be standardised as this run's (``normalizer``), or ``ValueError``.
     """
     if run.init_from in CONFIGS:
         recipe = get_config(run.init_from, run.preset)
@@ -305,7 +305,7 @@ def start_from(run: RunConfig, model: nn.Module, normalizer: PixelNormalizer | N
             raise FileNotFoundError(f"{run.name} starts from {run.init_from}, which is not trained yet "
                                     f"({shown_path(where)}); train it first: maelib train --config {run.init_from} "
                                     f"--preset {run.preset} --out {shown_path(where.with_suffix(''))}")
-        start: LoadedRun = train_or_load(recipe, device="cpu", progress=progress)
+        start: LoadedRun = train_or_load(recipe, device=device, progress=progress)
         minutes = start.total_minutes
     else:
         start = load_run(run.init_from)
@@ -357,7 +357,7 @@ def train_or_load(run: RunConfig, *, path: str | os.PathLike | None = None, reus
     data = data or load_data(run, progress=progress)
     torch.manual_seed(run.train.seed)
     model = build_model(run, **data.from_data)
-    start_minutes = start_from(run, model, data.normalizer, progress=progress) if run.init_from else 0.0
+    start_minutes = start_from(run, model, data.normalizer, progress=progress, device=device) if run.init_from else 0.0
     accum, global_batch = batch_plan(run, 1)
     progress_dir = path.with_suffix("")  # fit's last.pt, epoch by epoch
     if (progress_dir / "last.pt").exists() and (

@@ -49,8 +49,11 @@ def test_release_writes_a_student_version_of_every_lesson_without_solutions_or_o
                 assert "raise NotImplementedError()" in after.source
                 answer = before.source.split(BEGIN)[1].split(END)[0].strip().splitlines()
                 assert not any(line.strip() and line in after.source.splitlines() for line in answer), after.source
-            elif meta.get("solution"):  # a written answer
-                assert after.source == "YOUR ANSWER HERE"
+            elif meta.get("solution"):  # a written answer: the answer region (or the whole cell) is replaced
+                head, tail = (before.source.split(BEGIN)[0], before.source.split(END)[-1]) if BEGIN in before.source \
+                    else ("", "")
+                assert after.source == head + "YOUR ANSWER HERE" + tail or \
+                    after.source.strip() == (head.strip() + "\nYOUR ANSWER HERE\n" + tail.strip()).strip(), after.source
             else:  # lesson cells and autograded tests reach the student unchanged
                 assert after.source == before.source
             if meta.get("grade") and not meta.get("solution"):

@@ -34,6 +34,7 @@ from PIL import Image
 
 from . import metrics
 from .data.decode import decode_image
+from .labels import method_label
 from .masking import Mask, block_masking, mask_from_flags, random_masking, square_block_masking
 from .normalize import PixelNormalizer
 from .patches import paste_back, patch_mask_to_pixels
@@ -533,7 +534,7 @@ class Playground:
             text += f" | masked PSNR: MAE {u.model_psnr:.2f} dB"
             if u.best_baseline is not None:
                 name, best = u.best_baseline
-                text += f", best classical fill ({metrics_label(name)}) {best:.2f} dB"
+                text += f", best classical fill ({method_label(name)}) {best:.2f} dB"
         if self.attention is not None:
             share = self.attention.visible_share(self.masked)
             text += f" | patch {self.attention.patch}: {share:.0%} of its attention on visible patches"
@@ -568,13 +569,6 @@ class Playground:
             points, self._stroke_from = [self._stroke_from, *points], points[-1]
         if points:
             self.stroke(points)
-
-
-def metrics_label(name: str) -> str:
-    """A baseline's name in words: ``interpolate_fill`` -> ``interpolation``."""
-    from .viz import METHOD_LABELS
-
-    return METHOD_LABELS.get(name, name)
 
 
 # --------------------------------------------------------------------------- a still of the views, and speed

@@ -11,3 +11,9 @@ COLUMN_LABELS = {"method": "method", "masked_psnr": "masked PSNR (dB)", "ssim": 
 # the classical baselines (maelib.metrics.BASELINES)
 METHOD_LABELS = {"mean_fill": "mean fill", "interpolate_fill": "interpolation", "telea_inpaint": "Telea inpainting",
                  "biharmonic_inpaint": "biharmonic inpainting"}
+
+
+def method_label(name: str) -> str:
+    """The words for a method: a baseline's name (``"interpolate_fill"`` -> ``"interpolation"``),
+    anything else (a model's own label) as it is."""
+    return METHOD_LABELS.get(str(name), str(name))

@@ -38,7 +38,7 @@ from scipy.interpolate import griddata
 from scipy.spatial import QhullError
 from skimage.restoration import inpaint_biharmonic
 
-from .labels import COLUMN_LABELS, METHOD_LABELS
+from .labels import COLUMN_LABELS, method_label
 from .masking import Mask, make_mask
 from .patches import check_images_and_mask, paste_back, patch_mask_to_pixels  # noqa: F401 (the lessons use metrics.paste_back)
 from .ssim import ssim  # noqa: F401 (the lessons' score, metrics.ssim)
@@ -168,11 +168,11 @@ BASELINES: dict[str, Filler] = {
 # The comparison table
 # --------------------------------------------------------------------------------------------
 
-def masked_copies(images: torch.Tensor, patch_size: int, copies: int = 4, *, seed: int = 0, mode: str = "block",
+def masked_copies(images: torch.Tensor, patch_size: int, copies: int = 4, *, seed: int = 0, mask_mode: str = "block",
                   **mask_kwargs) -> tuple[torch.Tensor, Mask, torch.Tensor]:
     """A test task: every image ``copies`` times, each copy with its own mask, drawn from ``seed``.
 
-    ``images`` ``(N, C, H, W)`` in [0, 1]; ``mode`` and ``mask_kwargs`` as in
+    ``images`` ``(N, C, H, W)`` in [0, 1]; ``mask_mode`` and ``mask_kwargs`` as in
     :func:`maelib.masking.make_mask` (e.g. ``block_ratio=0.5, random_offset=True``). Returns
     ``(imgs (N * copies, C, H, W), mask, pixel_mask (N * copies, 1, H, W))``: the same masks on every
     call, so every method is scored on the same hidden pixels.
@@ -183,7 +183,7 @@ def masked_copies(images: torch.Tensor, patch_size: int, copies: int = 4, *, see
     if h % patch_size or w % patch_size:
         raise ValueError(f"images of {h}x{w} px do not split into patches of {patch_size} px")
     imgs = images.repeat(copies, 1, 1, 1)
-    mask = make_mask(mode, len(imgs), (h // patch_size, w // patch_size),
+    mask = make_mask(mask_mode, len(imgs), (h // patch_size, w // patch_size),
                      generator=torch.Generator().manual_seed(seed), **mask_kwargs)
     return imgs, mask, patch_mask_to_pixels(mask.mask, patch_size)
 
@@ -239,7 +239,7 @@ def format_table(rows: list[dict], digits: int = 3) -> str:
             return "-"
         if isinstance(value, float):
             return f"{value:.{digits}f}"
-        return METHOD_LABELS.get(str(value), str(value)) if key == "method" else str(value)
+        return method_label(value) if key == "method" else str(value)
 
     lines = ["| " + " | ".join(COLUMN_LABELS.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(cell(k, row.get(k)) for k in keys) + " |" for row in rows]

@@ -11,6 +11,7 @@ Images are ``(B, C, H, W)`` tensors in [0, 1], C = 1 (drawn in grey) or 3; pixel
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -20,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .labels import METHOD_LABELS, METRIC_LABELS, SERIES_LABELS
+from .labels import METRIC_LABELS, SERIES_LABELS, method_label
 from .patches import paste_back
 
 MASK_GREY = 0.5  # the colour of hidden patches
@@ -41,7 +42,7 @@ def _imshow(ax: Axes, img: torch.Tensor, title: str | None = None) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 24), fontsize=9)  # long titles wrap instead of running into the next
 
 
 def _finish(fig: Figure, show: bool) -> Figure:
@@ -58,8 +59,12 @@ def grey_out(imgs: torch.Tensor, pixel_mask: torch.Tensor, value: float = MASK_G
 
 
 def show_images(imgs: torch.Tensor, titles: Sequence[str] | None = None, nrow: int = 8, *,
-                size: float = 1.8, show: bool = False) -> Figure:
-    """A grid of images ``(B, C, H, W)``, ``nrow`` per row; one axes per image."""
+                row_labels: Sequence[str] | None = None, size: float = 1.8, show: bool = False) -> Figure:
+    """A grid of images ``(B, C, H, W)``, ``nrow`` per row; one axes per image.
+
+    ``titles`` label each image; ``row_labels`` label each row once, at its left (for rows that
+    each show one method, where a title over every image would repeat it).
+    """
     if imgs.ndim != 4:
         raise ValueError(f"show_images expects (B, C, H, W), got {tuple(imgs.shape)}")
     if titles is not None and len(titles) != len(imgs):
@@ -69,12 +74,16 @@ def show_images(imgs: torch.Tensor, titles: Sequence[str] | None = None, nrow: i
     n = len(imgs)
     cols = min(nrow, n)
     rows = math.ceil(n / cols)
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"got {len(row_labels)} row labels for {rows} rows of {cols} images")
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i < n:
             _imshow(ax, imgs[i], titles[i] if titles else None)
         else:
             fig.delaxes(ax)  # an incomplete last row
+    for r, label in enumerate(row_labels or []):
+        axes[r, 0].set_ylabel(textwrap.fill(label, 16), fontsize=9)
     return _finish(fig, show)
 
 
@@ -196,7 +205,7 @@ def plot_metric_bars(rows: Sequence[Mapping], metrics: Sequence[str] = ("masked_
     missing = [m for m in metrics if any(m not in row for row in rows)]
     if missing:
         raise ValueError(f"metric(s) {missing} missing in some rows; rows have keys {list(rows[0])}")
-    names = [METHOD_LABELS.get(str(row["method"]), str(row["method"])) for row in rows]
+    names = [method_label(row["method"]) for row in rows]
     figsize = (4 * len(metrics), 0.45 * len(rows) + 1.2)
     fig, axes = plt.subplots(1, len(metrics), figsize=figsize, squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=True):

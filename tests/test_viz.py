@@ -52,6 +52,17 @@ def test_show_images_grid():
 def test_show_images_rejects_wrong_titles():
     with pytest.raises(ValueError, match="2 titles for 5 images"):
         show_images(_images(), titles=["a", "b"])
+    with pytest.raises(ValueError, match="1 row labels for 2 rows of 3 images"):
+        show_images(_images(), nrow=3, row_labels=["only one"])
+
+
+def test_show_images_labels_each_row_once_and_wraps_long_titles():
+    fig = show_images(_images(6), nrow=3, row_labels=["random 400, then block 30 + SSIM", "interpolation"])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["random 400, then\nblock 30 + SSIM", "", "",
+                                                    "interpolation", "", ""]
+    long = "block 400 epochs, then block 30 (control)"
+    title = show_images(_images(1), titles=[long]).axes[0].get_title()
+    assert "\n" in title and title.replace("\n", " ") == long
 
 
 def test_grey_out_paints_only_masked_pixels():

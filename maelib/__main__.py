@@ -141,16 +141,16 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- from flags to a run
-def _mask_from_args(mask: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    mask = dict(mask)
-    if args.mask_mode is not None and args.mask_mode != mask.get("mask_mode", "random"):
-        mask = {"mask_mode": args.mask_mode}  # the configuration's arguments belong to its own mode
+def _masking_from_args(masking: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    masking = dict(masking)
+    if args.mask_mode is not None and args.mask_mode != masking.get("mask_mode", "random"):
+        masking = {"mask_mode": args.mask_mode}  # the configuration's arguments belong to its own mode
     for key in MASK_ARGS:
         if getattr(args, key) is not None:
-            mask[key] = getattr(args, key)
-    if "mask_ratio" in mask and mask.get("mask_mode", "random") != "random":
+            masking[key] = getattr(args, key)
+    if "mask_ratio" in masking and masking.get("mask_mode", "random") != "random":
         raise SystemExit("maelib train: --mask-ratio applies to --mask-mode random only")
-    return mask
+    return masking
 
 
 def _apply(run, changes: dict[str, Any], fields: tuple[str, ...]):
@@ -192,7 +192,7 @@ def resolve_run(args: argparse.Namespace):
     run = _apply(run, {k: v for k, v in changes.items() if k not in TRAIN_ARGS}, RUN_ARGS)
     if args.norm_pix_loss is not None:
         run = replace(run, model_kwargs={**run.model_kwargs, "norm_pix_loss": args.norm_pix_loss})
-    return replace(run, mask=_mask_from_args(run.train.mask, args))
+    return replace(run, masking=_masking_from_args(run.train.masking, args))
 
 
 def _check_patches(run) -> None:
@@ -304,9 +304,9 @@ def train(args: argparse.Namespace):
         model = runs.build_model(run, **(parts.from_data if parts is not None else {}))
         channels = model.in_chans
         try:  # a mask that does not fit the model's patch grid fails now, not after the data is loaded
-            model.make_mask(torch.zeros(1, channels, run.img_size, run.img_size), **run.train.mask)
+            model.make_mask(torch.zeros(1, channels, run.img_size, run.img_size), **run.train.masking)
         except (TypeError, ValueError) as err:
-            raise SystemExit(f"maelib train: mask {run.train.mask} does not work here: {err}") from err
+            raise SystemExit(f"maelib train: masking {run.train.masking} does not work here: {err}") from err
         config = dataclasses.replace(run.train, lr=lr, accum_steps=accum, checkpoint_dir=out, resume=args.resume,
                                      progress=main)
         rise = "rising over the first 30% of steps" if config.schedule == "onecycle" and not config.warmup_epochs \
@@ -325,7 +325,7 @@ def train(args: argparse.Namespace):
                               "standardised per channel with the training images' mean and std" +
                               (f" {[round(m, 3) for m in normalizer.mean]}, {[round(v, 3) for v in normalizer.std]}"
                                if normalizer is not None else "")),
-             f"  mask    {run.train.mask}",
+             f"  masks   {run.train.masking}",
              f"  batch   {run.batch_size} per process x {world} process{'es' if world > 1 else ''} x {accum} "
              f"accumulation step{'s' if accum > 1 else ''} = {global_batch} images per optimizer step",
              f"  optim   AdamW, {rate}, weight decay {config.weight_decay}, betas {config.betas}, {how}",

@@ -87,7 +87,7 @@ class RunConfig:
             std (a :class:`~maelib.data.PixelNormalizer`, as the lessons do); the numbers
             are written to ``run.json`` so that outputs can be mapped back to pixels.
         workers: DataLoader worker processes per training process.
-        train: the :class:`~maelib.train.TrainConfig` (epochs, schedule, mask, weight decay, ...);
+        train: the :class:`~maelib.train.TrainConfig` (epochs, schedule, masking, weight decay, ...);
             its ``lr`` and ``accum_steps`` are filled in when the run starts.
         preset: the preset :func:`get_config` sized it for (recorded in checkpoints with the name).
     """
@@ -160,7 +160,7 @@ def tiny(preset: str) -> RunConfig:
         name="tiny", model="mae_vit_micro_patch4_32", img_size=32, dataset="cats_dogs",
         subset=_by_preset(preset, smoke=256, cpu=None, gpu=None), val_fraction=0.2,
         batch_size=64, blr=4e-3,  # lr 1e-3 at batch 64
-        train=TrainConfig(epochs=epochs, warmup_epochs=1, schedule="cosine", mask={"mask_ratio": 0.75}))
+        train=TrainConfig(epochs=epochs, warmup_epochs=1, schedule="cosine", masking={"mask_ratio": 0.75}))
 
 
 def lesson01_mlp_cats_dogs(preset: str) -> RunConfig:
@@ -172,7 +172,7 @@ def lesson01_mlp_cats_dogs(preset: str) -> RunConfig:
         subset=_by_preset(preset, smoke=256, cpu=None, gpu=None), normalize_inputs=True,
         batch_size=128, blr=1e-2,  # lr 5e-3 at batch 128, the seed project's
         train=TrainConfig(epochs=epochs, warmup_epochs=1, weight_decay=0.05, schedule="cosine",
-                          mask={"mask_ratio": 0.75}, seed=0))
+                          masking={"mask_ratio": 0.75}, seed=0))
 
 
 def lesson02_vit_faces(preset: str) -> RunConfig:
@@ -191,10 +191,10 @@ def lesson02_vit_faces(preset: str) -> RunConfig:
         batch_size=128 if big else 16, val_batch_size=250,
         blr=3e-3 if big else 2.4e-2,  # lr 1.5e-3 at batch 128 / 1.5e-3 at batch 16
         train=TrainConfig(epochs=_by_preset(preset, smoke=1, cpu=70, gpu=100), schedule="onecycle",
-                          weight_decay=0.05, mask={"mask_ratio": 0.75}, seed=0))
+                          weight_decay=0.05, masking={"mask_ratio": 0.75}, seed=0))
 
 
-def _facades(preset: str, name: str, mask: dict[str, Any], *, epochs: int, warmup: float,
+def _facades(preset: str, name: str, masking: dict[str, Any], *, epochs: int, warmup: float,
              patch_size: int | None = None, augment: dict[str, Any] | None = None, decode_scale: float = 1.5,
              loss: str | None = None, init_from: str | None = None) -> RunConfig:
     """The facade ViT-MAE of lessons 04 and 04b: 64 px, patch 8 (gpu: 224 px, patch 16), on CMP facades.
@@ -219,7 +219,7 @@ def _facades(preset: str, name: str, mask: dict[str, Any], *, epochs: int, warmu
         blr=4e-3 if big else 1.6e-2,  # lr 5e-4 at batch 32 / 1e-3 at batch 16
         loss=loss or ("combined" if big else "mse"), init_from=init_from,
         train=TrainConfig(epochs=epochs, warmup_epochs=warmup, schedule="cosine", weight_decay=0.05,
-                          grad_clip=1.0, mask=mask, seed=0))
+                          grad_clip=1.0, masking=masking, seed=0))
 
 
 # the masks of lesson 03, each trained into its own model in lesson 04; the test task is the band
@@ -318,7 +318,7 @@ def paper_vit_base(preset: str) -> RunConfig:
         workers=2 if smoke else 10,
         train=TrainConfig(epochs=1 if smoke else 800,  # 800 in the paper's main table; 1600 is better still
                           warmup_epochs=0 if smoke else 40, schedule="cosine", weight_decay=0.05,
-                          betas=(0.9, 0.95), mask={"mask_ratio": 0.75}))
+                          betas=(0.9, 0.95), masking={"mask_ratio": 0.75}))
 
 
 CONFIGS: dict[str, Callable[[str], RunConfig]] = {
@@ -347,7 +347,7 @@ def lesson06_mae_cats_dogs(preset: str) -> RunConfig:
         batch_size=32, val_batch_size=200,
         blr=1.2e-2,  # lr 1.5e-3 at batch 32
         train=TrainConfig(epochs=epochs, warmup_epochs=min(5, epochs / 10), schedule="cosine", weight_decay=0.05,
-                          mask={"mask_ratio": 0.75}, seed=0))
+                          masking={"mask_ratio": 0.75}, seed=0))
 
 
 def lesson06_finetune_cats_dogs(preset: str) -> RunConfig:
@@ -392,7 +392,7 @@ def lesson05_finetune_facades(preset: str) -> RunConfig:
         normalize_inputs=True, split="hint", subset=_by_preset(preset, smoke=48, cpu=None, gpu=None),
         batch_size=32 if big else 16, val_batch_size=64, lr=5e-4 if big else 1e-3,
         train=TrainConfig(epochs=epochs, warmup_epochs=min(5, epochs / 10), schedule="cosine", weight_decay=0.05,
-                          grad_clip=1.0, mask={"mask_mode": "block", "block_ratio": 0.5, "random_offset": True},
+                          grad_clip=1.0, masking={"mask_mode": "block", "block_ratio": 0.5, "random_offset": True},
                           seed=0))
 
 
@@ -470,7 +470,7 @@ def summary(run: RunConfig, world_size: int = 1) -> str:
         f"  training  {t.epochs} epochs of batches of {run.batch_size}"
         + (f" x {accum} accumulated" if accum > 1 else "")
         + f", {lr}, {t.schedule}{warmup}, weight decay {t.weight_decay}, "
-        + (f"masks {t.mask}" if t.task == "mae" else f"cross-entropy, label smoothing {t.label_smoothing}")
+        + (f"masks {t.masking}" if t.task == "mae" else f"cross-entropy, label smoothing {t.label_smoothing}")
         + f", seed {t.seed}",
     ])
 

@@ -119,9 +119,9 @@ def training_mask(run: Any, batch: int):
 
     with torch.device("meta"):  # the model's grid, without making its weights
         grid = runs.build_model(run).grid_size
-    options = dict(run.train.mask)
-    mode = options.pop("mask_mode", "random")
-    return make_mask(mode, batch, grid, generator=torch.Generator().manual_seed(0), **options)
+    options = dict(run.train.masking)
+    mask_mode = options.pop("mask_mode", "random")
+    return make_mask(mask_mode, batch, grid, generator=torch.Generator().manual_seed(0), **options)
 
 
 @dataclass

@@ -251,13 +251,14 @@ MASKINGS: dict[str, Callable[..., Mask]] = {
 }
 
 
-def make_mask(mode: str, batch_size: int, grid: Grid, *, generator: torch.Generator | None = None,
+def make_mask(mask_mode: str, batch_size: int, grid: Grid, *, generator: torch.Generator | None = None,
               device: torch.device | str | None = None, **kwargs) -> Mask:
     """Build a mask by strategy name (``random``, ``block``, ``square``, ``combined``, ``grid``).
 
     ``kwargs`` are the strategy's own arguments, e.g. ``make_mask("block", 8, (14, 14),
-    block_ratio=0.5, flipped=True)``.
+    block_ratio=0.5, flipped=True)``. ``mask_mode`` is spelled as in a recipe's ``masking``
+    (:class:`maelib.train.TrainConfig`) and the model's ``forward``.
     """
-    if mode not in MASKINGS:
-        raise ValueError(f"unknown mask mode {mode!r}; choose one of {sorted(MASKINGS)}")
-    return MASKINGS[mode](batch_size, grid, generator=generator, device=device, **kwargs)
+    if mask_mode not in MASKINGS:
+        raise ValueError(f"unknown mask mode {mask_mode!r}; choose one of {sorted(MASKINGS)}")
+    return MASKINGS[mask_mode](batch_size, grid, generator=generator, device=device, **kwargs)

@@ -182,7 +182,7 @@ def predict_lessons(selection: list[str] | None = None, *, rendered: bool = Fals
 # Steps the lessons take besides their recipes' training: what, recipe, changes (counted, not budgeted)
 OTHER_STEPS = (
     ("lesson 02's timing cell: the encoder on all patches", "lesson02_vit_faces",
-     {"batch_size": 64, "mask": {"mask_ratio": 0.0}}),
+     {"batch_size": 64, "masking": {"mask_ratio": 0.0}}),
     ("lesson 05's quick faces model (without lesson 02's)", "lesson02_vit_faces", {"img_size": 224}),
 )
 

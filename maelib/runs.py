@@ -188,10 +188,10 @@ def build_loss(run: RunConfig, model: nn.Module, device: torch.device | str = "c
                                  normalizer=normalizer).to(device)
     else:
         criterion = CombinedLoss(model.patch_size, norm_pix=model.norm_pix_loss, normalizer=normalizer).to(device)
-    mask = dict(run.train.mask)
+    masking = dict(run.train.masking)
 
     def combined(model: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
-        _, pred, masked = model(imgs, **mask)
+        _, pred, masked = model(imgs, **masking)
         return criterion(pred, imgs, masked)
 
     return combined

@@ -4,7 +4,7 @@ Like nanoGPT's ``train.py``, it is one readable loop, no framework:
 
     for every epoch:
         seed every random number generator from (seed, epoch)
-        for every batch:  loss = model(imgs, **config.mask)[0]  ->  backward  ->  AdamW step
+        for every batch:  loss = model(imgs, **config.masking)[0]  ->  backward  ->  AdamW step
                           (a classifier, task="classify": loss = cross_entropy(model(imgs), labels))
         validate with fixed masks, record the history, save a checkpoint (atomically)
 
@@ -38,7 +38,7 @@ How to build the DataLoader so that resume is exact: use :func:`make_loader`, or
 ``DataLoader`` whose randomness comes from torch's global RNG when it is iterated (the default,
 e.g. ``DataLoader(ds, batch_size=64, shuffle=True)``). Avoid ``DataLoader(generator=g)`` with a
 generator seeded once, ``persistent_workers=True`` (worker seeds are then drawn once per run), and
-mask generators passed in ``config.mask``: their state would carry over from epoch to epoch.
+mask generators passed in ``config.masking``: their state would carry over from epoch to epoch.
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this value (None = no clipping).
         amp: mixed precision, ``"auto"`` | ``"bf16"`` | ``"fp16"`` | ``"off"``; see :func:`resolve_amp`.
         compile: run the model through ``torch.compile``.
-        mask: keyword arguments for ``model(imgs, **mask)``, e.g. ``{"mask_ratio": 0.75}`` or
-            ``{"mask_mode": "block", "block_ratio": 0.5}``. Used for training and validation.
+        masking: how training and validation draw their masks: keyword arguments for
+            ``model(imgs, **masking)`` (:meth:`~maelib.models.base.MaskedAutoencoder.make_mask`), e.g.
+            ``{"mask_ratio": 0.75}`` or ``{"mask_mode": "block", "block_ratio": 0.5}``.
         val_mask_seed: validation draws its masks from this seed every epoch, so the validation
             loss of different epochs is measured on the same masks and can be compared.
         seed: seeds each epoch's randomness (shuffling, masks, augmentation) with (seed, epoch).
@@ -129,7 +130,7 @@ class TrainConfig:
     grad_clip: float | None = None
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     compile: bool = False
-    mask: dict[str, Any] = field(default_factory=dict)
+    masking: dict[str, Any] = field(default_factory=dict)
     val_mask_seed: int = 0
     seed: int = 0
     checkpoint_dir: str | Path | None = None
@@ -162,8 +163,8 @@ class TrainConfig:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not isinstance(self.mask, dict):
-            raise TypeError(f"mask must be a dict of forward keywords, got {type(self.mask).__name__}")
+        if not isinstance(self.masking, dict):
+            raise TypeError(f"masking must be a dict of forward keywords, got {type(self.masking).__name__}")
         self.betas = tuple(self.betas)
 
 
@@ -175,7 +176,7 @@ def _loss_fn(config: TrainConfig, loss_fn: LossFn | None) -> Callable[..., torch
             raise ValueError("task='classify' trains with the cross-entropy; pass no loss_fn (or use task='mae')")
         return lambda model, imgs, labels: F.cross_entropy(model(imgs).float(), labels,
                                                            label_smoothing=config.label_smoothing)
-    compute = loss_fn or (lambda model, imgs: model(imgs, **config.mask)[0])
+    compute = loss_fn or (lambda model, imgs: model(imgs, **config.masking)[0])
     return lambda model, imgs, labels: compute(model, imgs)
 
 
@@ -316,12 +317,12 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     """Train ``model`` in place and return its history (one value per epoch, ready to plot).
 
     Args:
-        model: a masked autoencoder (``model(imgs, **config.mask)`` returns ``(loss, pred, mask)``),
+        model: a masked autoencoder (``model(imgs, **config.masking)`` returns ``(loss, pred, mask)``),
             or any module when ``loss_fn`` is given.
         train_loader / val_loader: iterables with ``len()`` yielding image tensors ``(B, C, H, W)``
             or ``(images, labels)`` pairs (labels are ignored). See :func:`make_loader`.
         config: a :class:`TrainConfig` (default: ``TrainConfig()``).
-        loss_fn: ``loss_fn(model, imgs) -> loss`` replaces ``model(imgs, **config.mask)[0]``,
+        loss_fn: ``loss_fn(model, imgs) -> loss`` replaces ``model(imgs, **config.masking)[0]``,
             e.g. to add a perceptual loss.
         device: where to train (default: :func:`default_device`); the model is moved there.
         logger: e.g. :class:`~maelib.loggers.TensorBoardLogger`; fit flushes it but does not close it.

@@ -98,7 +98,7 @@ def test_every_configuration_builds_in_every_preset():
                 continue  # 112 M parameters: build it once
             model = runs.build_model(run)
             imgs = torch.zeros(2, 3, run.img_size, run.img_size)
-            assert model.make_mask(imgs, **run.train.mask).mask.shape == (2, model.num_patches)
+            assert model.make_mask(imgs, **run.train.masking).mask.shape == (2, model.num_patches)
     with pytest.raises(ValueError, match="unknown configuration 'nope'"):
         configs.get_config("nope", "cpu")
 
@@ -112,7 +112,7 @@ def test_learning_rate_follows_the_global_batch():
     paper = configs.get_config("paper_vit_base", "gpu")
     assert (paper.global_batch, paper.blr, paper.train.weight_decay, paper.train.betas) == (4096, 1.5e-4, 0.05,
                                                                                           (0.9, 0.95))
-    assert (paper.train.warmup_epochs, paper.train.epochs, paper.train.mask) == (40, 800, {"mask_ratio": 0.75})
+    assert (paper.train.warmup_epochs, paper.train.epochs, paper.train.masking) == (40, 800, {"mask_ratio": 0.75})
     assert paper.model_kwargs["norm_pix_loss"] is True
     assert configs.batch_plan(paper, 8) == (8, 4096)  # one node of 8 GPUs: 64 x 8 x 8
     assert configs.batch_plan(paper, 16) == (4, 4096)  # two nodes
@@ -125,13 +125,13 @@ def test_flags_override_the_configuration():
     run = resolve_run(args_for("train", "--config", "lesson04_facades_block", "--preset", "cpu",
                                "--block-ratio", "0.25", "--flipped", "--epochs", "7", "--batch-size", "4",
                                "--blr", "0.01", "--no-augment", "--img-size", "64", "--loss", "mse"))
-    assert run.train.mask == {"mask_mode": "block", "block_ratio": 0.25, "random_offset": True, "flipped": True}
+    assert run.train.masking == {"mask_mode": "block", "block_ratio": 0.25, "random_offset": True, "flipped": True}
     assert (run.train.epochs, run.batch_size, run.blr, run.augment, run.img_size, run.loss) == \
         (7, 4, 0.01, None, 64, "mse")
     # another mode drops the configuration's block arguments
     run = resolve_run(args_for("train", "--config", "lesson04_facades_block", "--mask-mode", "random",
                                "--mask-ratio", "0.6"))
-    assert run.train.mask == {"mask_mode": "random", "mask_ratio": 0.6}
+    assert run.train.masking == {"mask_mode": "random", "mask_ratio": 0.6}
     # explicit accumulation replaces the paper's global batch; a folder of .npy becomes the data set
     run = resolve_run(args_for("train", "--config", "paper_vit_base", "--accum-steps", "2", "--norm-pix-loss"))
     assert (run.global_batch, run.train.accum_steps, run.model_kwargs["norm_pix_loss"]) == (None, 2, True)

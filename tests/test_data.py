@@ -127,9 +127,9 @@ def test_shared_data_counts_and_shapes(monkeypatch):
     assert lfw.images.shape == (2000, 1, 32, 32)
 
     assert fac.images.shape == (378, 3, 32, 32)
-    assert fac.masks.shape == (378, 1, 32, 32)
-    assert set(fac.masks.unique().tolist()) <= set(range(1, 13))
-    assert fac.mask_names[1] == "background" and fac.mask_names[12] == "shop"
+    assert fac.label_maps.shape == (378, 1, 32, 32)
+    assert set(fac.label_maps.unique().tolist()) <= set(range(1, 13))
+    assert fac.label_map_names[1] == "background" and fac.label_map_names[12] == "shop"
     assert {k: len(v) for k, v in fac.hint_indices().items()} == {"train": 302, "val": 37, "test": 39}
     assert "MANIFEST.tsv" in fac.split_source
     assert fac.paths[0].name == "cmp_b0001.jpg" and len(set(fac.paths)) == 378
@@ -370,7 +370,7 @@ def test_facades_without_manifest_get_a_seeded_split_and_say_so(tmp_path):
     assert s.split_source.startswith("seeded split (seed=0), train/val/test 16/2/2")
     assert "no split_hint" in s.split_source
     assert [s.split_hint.count(k) for k in ("train", "val", "test")] == split_counts(20, FACADES_SPLIT)
-    assert s.masks.shape == (20, 1, 8, 8) and s.masks.min() >= 1 and s.masks.max() <= 12
+    assert s.label_maps.shape == (20, 1, 8, 8) and s.label_maps.min() >= 1 and s.label_maps.max() <= 12
     again = facades(tmp_path, size=8, download=False, progress=False)
     assert again.split_hint == s.split_hint  # same seed, same split
     other = facades(tmp_path, size=8, download=False, split_seed=1, progress=False)

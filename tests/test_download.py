@@ -258,13 +258,13 @@ def test_facades_download_builds_the_layout(server, tmp_path, monkeypatch, cache
     root.mkdir()
 
     s = facades(root, size=8, with_labels=True, progress=False)
-    assert s.images.shape == (378, 3, 8, 8) and s.masks.shape == (378, 1, 8, 8)
-    assert set(s.masks.unique().tolist()) <= set(range(1, 13))
+    assert s.images.shape == (378, 3, 8, 8) and s.label_maps.shape == (378, 1, 8, 8)
+    assert set(s.label_maps.unique().tolist()) <= set(range(1, 13))
     assert [s.split_hint.count(k) for k in ("train", "val", "test")] == [302, 37, 39]
     assert s.split_source.startswith("seeded split (seed=0), train/val/test 302/37/39")
     assert len(list((root / "facades" / "images").glob("cmp_b*.jpg"))) == 378
     assert len(list((root / "facades" / "labels").glob("cmp_b*.png"))) == 378
-    assert s.mask_names[3] == "window"
+    assert s.label_map_names[3] == "window"
     assert leftovers(cache / "downloads") == []  # raw download removed
     assert leftovers(root) == ["MANIFEST.tsv", "facades"]
     assert "facades/images/cmp_b0001.jpg" in read_manifest(root)

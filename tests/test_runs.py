@@ -327,7 +327,7 @@ def test_the_ssim_loss_adds_its_weighted_term_to_the_masked_mse(npy_recipe):
     torch.manual_seed(1)
     total = loss_fn(model, imgs)
     torch.manual_seed(1)
-    mse, pred, mask = model(imgs, **run.train.mask)  # the same masks: the same seed
+    mse, pred, mask = model(imgs, **run.train.masking)  # the same masks: the same seed
     pixels = parts.normalizer.denormalize
     pm = patch_mask_to_pixels(mask, model.patch_size)
     ssim_term = SSIMLoss()(paste_back(pixels(model.unpatchify(pred)), pixels(imgs), pm), pixels(imgs))

@@ -56,7 +56,7 @@ def _micro_fit(tmp_path, epochs=5, capsys=None):
     model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     train = make_loader(torch.rand(112, 3, 32, 32), 16, shuffle=True, seed=0)  # 7 steps an epoch
     val = make_loader(torch.rand(50, 3, 32, 32), 20, shuffle=False)
-    config = TrainConfig(epochs=epochs, mask={"mask_ratio": 0.75}, progress=False, checkpoint_dir=tmp_path / "run")
+    config = TrainConfig(epochs=epochs, masking={"mask_ratio": 0.75}, progress=False, checkpoint_dir=tmp_path / "run")
     history = fit(model, train, val, config, device="cpu")
     return model, history, batches
 

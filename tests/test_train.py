@@ -69,7 +69,7 @@ def test_overfits_one_batch_of_real_images():
     model = tiny_vit()
     # 200 epochs of one batch = 200 steps, always the same mask
     history = fit(model, [imgs], config=quiet(epochs=200, lr=1e-3, schedule="constant", weight_decay=0.0,
-                                              mask={"noise": fixed_noise()}), device="cpu")
+                                              masking={"noise": fixed_noise()}), device="cpu")
     assert len(history["train_loss"]) == 200
     assert history["train_loss"][-1] < history["train_loss"][0] / 10, (history["train_loss"][0],
                                                                        history["train_loss"][-1])
@@ -78,7 +78,7 @@ def test_overfits_one_batch_of_real_images():
 def test_resume_after_a_finished_shorter_run_is_exact(tmp_path):
     data, val = toy_data(), toy_data(8, seed=1)
     # "constant" with warmup: the schedule of the first epochs does not depend on the total length
-    cfg = dict(lr=1e-3, schedule="constant", warmup_epochs=1, grad_clip=1.0, mask={"mask_ratio": 0.5})
+    cfg = dict(lr=1e-3, schedule="constant", warmup_epochs=1, grad_clip=1.0, masking={"mask_ratio": 0.5})
     ref_model = tiny_vit()
     ref = fit(ref_model, make_loader(data, 8, seed=3), DataLoader(val, 4), quiet(epochs=3, **cfg),
               device="cpu")
@@ -380,7 +380,7 @@ def test_fp16_trains_on_the_cpu_with_an_enabled_gradient_scaler(monkeypatch):
     monkeypatch.setattr(torch.amp, "GradScaler", RecordingScaler)
     model, reference = tiny_vit(), tiny_vit()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = dict(epochs=2, mask={"noise": fixed_noise()})
+    cfg = dict(epochs=2, masking={"noise": fixed_noise()})
     history = fit(model, make_loader(toy_data(16), 8), config=quiet(amp="fp16", **cfg), device="cpu")
     [scaler] = scalers
     assert scaler.is_enabled() and scaler.scaled == 4  # 2 epochs of 2 batches: every loss scaled up
@@ -399,7 +399,7 @@ def test_compiled_model_trains_like_the_eager_one():
     from torch._dynamo.utils import counters
 
     # inductor draws its own random numbers: the masks are given, so both runs see the same ones
-    cfg = dict(epochs=1, mask={"noise": fixed_noise()})
+    cfg = dict(epochs=1, masking={"noise": fixed_noise()})
     val = DataLoader(toy_data(8, seed=1), 8)
     eager = fit(tiny_vit(), make_loader(toy_data(16), 8), val, quiet(**cfg), device="cpu")
     torch._dynamo.reset()

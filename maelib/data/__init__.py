@@ -7,7 +7,7 @@ Modules, one job each:
     decode         decode image files once, resize, cache the tensor on disk
     folders        load any folder of images or of ``.npy`` arrays
     datasets       ``cats_dogs``, ``faces``, ``facades``; ``balanced_choice``: the same subset from any source
-    imageset       ``ImageSet``: images + labels/masks/paths/split hints
+    imageset       ``ImageSet``: images + labels/label maps/paths/split hints
     manifest       ``MANIFEST.tsv``: sha256, size and split hint per file
     splits         deterministic, seedable train/val/test splits (scikit-learn)
     torch_dataset  a torch ``Dataset`` over a uint8 tensor, serving floats in [0, 1]
@@ -16,7 +16,7 @@ Modules, one job each:
 
 from ..download import DownloadError, download_and_extract, sha256_of
 from .datasets import CATS_DOGS_PER_CLASS, FACADES_SPLIT, FACES_VARIANTS, balanced_choice, cats_dogs, facades, faces
-from .decode import NoImagesError, SkippedFilesWarning, decode_image, decode_mask, load_images
+from .decode import NoImagesError, SkippedFilesWarning, decode_image, decode_label_map, load_images
 from .folders import list_files, load_image_folder, load_npy_folder
 from .imageset import ImageSet
 from .manifest import read_manifest
@@ -40,7 +40,7 @@ __all__ = [
     "cats_dogs",
     "data_root",
     "decode_image",
-    "decode_mask",
+    "decode_label_map",
     "download_and_extract",
     "eval_transforms",
     "facades",

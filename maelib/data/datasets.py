@@ -140,8 +140,8 @@ def faces(root: PathLike | None = None, size: int | Sequence[int] = 64, variant:
 def facades(root: PathLike | None = None, size: int | Sequence[int] = 128, *, channels: int = 3,
             fit: str = "crop", download: bool = True, with_labels: bool = False, split_seed: int = 0,
             progress: bool = True, cache: bool = True) -> ImageSet:
-    """CMP facades: ``images (N, channels, H, W) uint8``; with ``with_labels=True`` also ``masks``
-    ``(N, 1, H, W) uint8`` of class ids 1..12 (names in ``mask_names``), cropped like the photos.
+    """CMP facades: ``images (N, channels, H, W) uint8``; with ``with_labels=True`` also ``label_maps``
+    ``(N, 1, H, W) uint8`` of class ids 1..12 (names in ``label_map_names``), cropped like the photos.
 
     ``split_hint`` is train/val/test (302/37/39) from MANIFEST.tsv. A root without those hints (e.g.
     freshly downloaded: CMP defines no split) gets a seeded split of the same sizes, made by
@@ -158,14 +158,14 @@ def facades(root: PathLike | None = None, size: int | Sequence[int] = 128, *, ch
         missing = [str(p) for p in label_files if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} facade photos have no label map, e.g. {missing[0]}")
-        decoded = load_images(label_files, size, fit=fit, kind="mask", what=f"folder {folder / 'labels'}",
+        decoded = load_images(label_files, size, fit=fit, kind="label_map", what=f"folder {folder / 'labels'}",
                               progress=progress, cache=cache)
         if len(decoded.paths) != len(label_files):  # drop the photos whose label map did not decode
             kept = set(decoded.paths)
             s = s.subset([i for i, p in enumerate(label_files) if p in kept])
             s.skipped += [p for p, _ in decoded.skipped]
-        s.masks = decoded.images
-        s.mask_names = _label_names(folder / "label_names.txt")
+        s.label_maps = decoded.images
+        s.label_map_names = _label_names(folder / "label_names.txt")
 
     s.split_hint, s.split_source = _hints(base, s.paths)
     if s.split_hint is None:

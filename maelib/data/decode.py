@@ -45,7 +45,7 @@ from .root import cache_dir
 
 FITS = ("crop", "stretch")
 CHANNELS = (1, 3)
-KINDS = ("image", "mask")
+KINDS = ("image", "label_map")
 CACHE_VERSION = 1  # bump when the decoding itself changes, to invalidate old caches
 
 
@@ -142,8 +142,8 @@ def decode_image(path: str | os.PathLike, size: int | Sequence[int] | None = Non
     return _to_chw(resize_pil(img, out_hw, fit, Image.Resampling.BICUBIC))
 
 
-def decode_mask(path: str | os.PathLike, size: int | Sequence[int] | None = None, *,
-                fit: str = "crop") -> np.ndarray:
+def decode_label_map(path: str | os.PathLike, size: int | Sequence[int] | None = None, *,
+                     fit: str = "crop") -> np.ndarray:
     """Decode one label map of class ids (palette "P" or greyscale "L" PNG) to uint8 ``(1, H, W)``.
 
     The pixel values are the ids themselves (palette indices), resized with nearest neighbour.
@@ -181,13 +181,13 @@ def load_images(paths: Sequence[str | os.PathLike], size: int | Sequence[int] | 
     Files that fail to decode are skipped with one :class:`SkippedFilesWarning` that names them and
     gives their count; if none decodes, :class:`NoImagesError` names ``what`` (e.g. the folder).
     With ``size=None`` the images keep their size, which must then be the same for all.
-    ``kind="mask"`` decodes label maps (1 channel of class ids, nearest-neighbour resize).
+    ``kind="label_map"`` decodes label maps (1 channel of class ids, nearest-neighbour resize).
     """
     out_hw = as_hw(size)
     check_choice("fit", fit, FITS)
     check_choice("channels", channels, CHANNELS)
     check_choice("kind", kind, KINDS)
-    if kind == "mask":
+    if kind == "label_map":
         channels = 1
     paths = [Path(p) for p in paths]
     what = what or (f"{len(paths)} files" if not paths else f"{len(paths)} files under {paths[0].parent}")
@@ -205,11 +205,11 @@ def load_images(paths: Sequence[str | os.PathLike], size: int | Sequence[int] | 
         more = f"; and {len(result.skipped) - 10} more" if len(result.skipped) > 10 else ""
         warnings.warn(
             f"skipped {len(result.skipped)} of {len(paths)} files in {what} that are not decodable "
-            f"{'label maps' if kind == 'mask' else 'images'}: {shown}{more}",
+            f"{'label maps' if kind == 'label_map' else 'images'}: {shown}{more}",
             SkippedFilesWarning, stacklevel=2,
         )
     if not result.paths:
-        raise NoImagesError(f"no decodable {'label map' if kind == 'mask' else 'image'} in {what} "
+        raise NoImagesError(f"no decodable {'label map' if kind == 'label_map' else 'image'} in {what} "
                             f"({len(paths)} files tried)")
     return result
 
@@ -218,8 +218,8 @@ def _decode_all(paths: list[Path], out_hw: tuple[int, int] | None, channels: int
                 progress: bool) -> Decoded:
     def one(path: Path) -> np.ndarray | str:
         try:
-            if kind == "mask":
-                return decode_mask(path, out_hw, fit=fit)
+            if kind == "label_map":
+                return decode_label_map(path, out_hw, fit=fit)
             return decode_image(path, out_hw, channels=channels, fit=fit)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             return f"{type(err).__name__}: {err}"

@@ -25,8 +25,9 @@ class ImageSet:
         split_hint: per image ``"train"``, ``"val"``, ``"test"`` or ``""``, when the source
             defines a split; ``None`` when it does not.
         split_source: where ``split_hint`` came from (or why there is none), in words.
-        masks: ``(N, 1, H, W) uint8`` label maps of class ids (facades with ``with_labels=True``).
-        mask_names: ``{class id: name}`` for ``masks``.
+        label_maps: ``(N, 1, H, W) uint8`` per-pixel class ids (facades with ``with_labels=True``:
+            window, door, ...).
+        label_map_names: ``{class id: name}`` for ``label_maps``.
         skipped: files that could not be decoded and were left out.
     """
 
@@ -36,8 +37,8 @@ class ImageSet:
     paths: list[Path] = field(default_factory=list)
     split_hint: list[str] | None = None
     split_source: str = ""
-    masks: torch.Tensor | None = None
-    mask_names: dict[int, str] | None = None
+    label_maps: torch.Tensor | None = None
+    label_map_names: dict[int, str] | None = None
     skipped: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -45,7 +46,7 @@ class ImageSet:
             raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(self.images.shape)} "
                              f"{self.images.dtype}")
         n = len(self.images)
-        for name in ("labels", "paths", "split_hint", "masks"):
+        for name in ("labels", "paths", "split_hint", "label_maps"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries but there are {n} images")
@@ -62,8 +63,8 @@ class ImageSet:
             parts.append("classes " + ", ".join(f"{k}={v}" for k, v in named))
         if self.split_hint is not None:
             parts.append("split " + ", ".join(f"{k}={len(v)}" for k, v in self.hint_indices().items()))
-        if self.masks is not None:
-            parts.append(f"masks {tuple(self.masks.shape[1:])}")
+        if self.label_maps is not None:
+            parts.append(f"label maps {tuple(self.label_maps.shape[1:])}")
         if self.skipped:
             parts.append(f"{len(self.skipped)} files skipped")
         return f"ImageSet({'; '.join(parts)})"
@@ -85,8 +86,8 @@ class ImageSet:
             paths=[self.paths[i] for i in pick] if self.paths else [],
             split_hint=None if self.split_hint is None else [self.split_hint[i] for i in pick],
             split_source=self.split_source,
-            masks=None if self.masks is None else self.masks[idx],
-            mask_names=self.mask_names,
+            label_maps=None if self.label_maps is None else self.label_maps[idx],
+            label_map_names=self.label_map_names,
             skipped=list(self.skipped),
         )
 

@@ -207,7 +207,7 @@ def _facades(preset: str, name: str, masking: dict[str, Any], *, epochs: int, wa
     """
     big = preset == "gpu"
     return RunConfig(
-        name=name, model="mae_vit_facade_seed001", dataset="facades",
+        name=name, model="mae_vit_facades", dataset="facades",
         img_size=224 if big else 64, patch_size=patch_size or (16 if big else 8),
         model_kwargs={} if big else dict(embed_dim=192, depth=6, num_heads=3, decoder_embed_dim=128,
                                          decoder_depth=2, decoder_num_heads=4),

@@ -26,10 +26,10 @@ MODEL_CONFIGS: dict[str, Callable[..., MaskedAutoencoder]] = {
                                      decoder_num_heads=16),
     "mae_vit_huge_patch14": partial(MaskedAutoencoderViT, patch_size=14, embed_dim=1280, depth=32,
                                     num_heads=16, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
-    # the facade model of one of the projects this course grew from (lesson 04's gpu preset): 224 px, patch 16,
-    # width 256, encoder 12 blocks x 4 heads, decoder 6 x 4
-    "mae_vit_facade_seed001": partial(MaskedAutoencoderViT, img_size=224, patch_size=16, embed_dim=256, depth=12,
-                                      num_heads=4, decoder_embed_dim=256, decoder_depth=6, decoder_num_heads=4),
+    # the facade ViT-MAE of lessons 04 and 04b (their gpu preset; the cpu preset narrows it to 64 px, patch 8):
+    # 224 px, patch 16, width 256, encoder 12 blocks x 4 heads, decoder 6 x 4
+    "mae_vit_facades": partial(MaskedAutoencoderViT, img_size=224, patch_size=16, embed_dim=256, depth=12,
+                               num_heads=4, decoder_embed_dim=256, decoder_depth=6, decoder_num_heads=4),
     # IcarusWizard/MAE's CIFAR-10 model: 32 px, patch 2, width 192, 12 x 3 heads / 4 x 3 heads
     "mae_vit_tiny_patch2_32": partial(MaskedAutoencoderViT, img_size=32, patch_size=2, embed_dim=192, depth=12,
                                       num_heads=3, decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),

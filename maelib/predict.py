@@ -46,6 +46,8 @@ SECONDS_PER_OP = 10e-6  # assumed: every ATen operation costs at least ~10 us to
 # device): lesson -> (the recipe whose test images are scored, masks per test image, model rows in its table).
 SCORING: dict[str, tuple[str, int, int]] = {
     "02": ("lesson02_vit_faces", 1, 1),
+    "04": ("lesson04_facades_block", 4, 4),  # random, block, combined, patch 4
+    "04b": ("lesson04b_facades_finetune", 4, 6),  # lesson 04's block model, five pre-trained / control rows
     "05": ("lesson05_finetune_facades", 4, 4),
 }
 

@@ -30,7 +30,7 @@ COURSE_COPY = {
     "cats and dogs": "ImageSet(4000 images 3x16x16 uint8; classes cat=2000, dog=2000; split train=2000, test=2000)",
     "CelebA": "ImageSet(5000 images 3x16x16 uint8; split train=5000)",
     "LFW grey": "ImageSet(2000 images 1x16x16 uint8)",
-    "facades": "ImageSet(378 images 3x16x16 uint8; split train=302, val=37, test=39; masks (1, 16, 16))",
+    "facades": "ImageSet(378 images 3x16x16 uint8; split train=302, val=37, test=39; label maps (1, 16, 16))",
 }
 
 

@@ -89,16 +89,23 @@ CMP_LABEL_NAMES = [(1, "background", 1), (2, "facade", 2), (3, "window", 10), (4
                    (10, "molding", 7), (11, "pillar", 12), (12, "shop", 9)]
 
 
+def _fetch_staged(files: dict[str, RemoteFile], *, licence: str, progress: bool,
+                  by_hand: str | None = None) -> list[Path]:
+    """Fetch each remote file into the download cache under its name there (``{name: remote}``): the
+    extracted folders or files, in order, for a fetcher to lay out under the data root."""
+    staging = cache.cache_dir("downloads")
+    return [fetch_remote(remote, staging / name, licence=licence, progress=progress, by_hand=by_hand)
+            for name, remote in files.items()]
+
+
 def fetch_cats_dogs(root: Path, progress: bool = True) -> Path:
     """Make ``root/cats_dogs/{cats,dogs}/`` from the Oxford-IIIT Pet data set; return the folder."""
     target = _prepare(root, "cats_dogs")
-    staging = cache.cache_dir("downloads")
     by_hand = (f"download images.tar.gz and annotations.tar.gz from {OXFORD_PETS_PAGE} (or any cat and dog "
                f"photos) and put cat photos in {target / 'cats'} and dog photos in {target / 'dogs'}")
-    images = fetch_remote(PETS_IMAGES, staging / "oxford-iiit-pet-images", licence=OXFORD_PETS_LICENCE,
-                          progress=progress, by_hand=by_hand)
-    notes = fetch_remote(PETS_ANNOTATIONS, staging / "oxford-iiit-pet-annotations",
-                         licence=OXFORD_PETS_LICENCE, progress=progress, by_hand=by_hand)
+    images, notes = _fetch_staged({"oxford-iiit-pet-images": PETS_IMAGES,
+                                   "oxford-iiit-pet-annotations": PETS_ANNOTATIONS},
+                                  licence=OXFORD_PETS_LICENCE, by_hand=by_hand, progress=progress)
 
     def build(tmp: Path) -> list[tuple[str, str]]:
         placed = []
@@ -127,8 +134,7 @@ def fetch_cats_dogs(root: Path, progress: bool = True) -> Path:
 def fetch_lfw_gray(root: Path, progress: bool = True) -> Path:
     """Make ``root/faces/lfw_gray/`` (2,000 greyscale 128 x 128 LFW faces); return the folder."""
     target = _prepare(root, "faces/lfw_gray")
-    staging = cache.cache_dir("downloads")
-    raw = fetch_remote(LFW_TGZ, staging / "lfw", licence=LFW_LICENCE, progress=progress)
+    [raw] = _fetch_staged({"lfw": LFW_TGZ}, licence=LFW_LICENCE, progress=progress)
     people = sorted(p for p in (raw / "lfw").iterdir() if p.is_dir())
     firsts = [sorted(person.glob("*.jpg"))[0] for person in people]
     chosen = sorted(random.Random(0).sample(firsts, LFW_PEOPLE), key=lambda p: p.name)
@@ -147,13 +153,10 @@ def fetch_lfw_gray(root: Path, progress: bool = True) -> Path:
 def fetch_celeba(root: Path, progress: bool = True) -> Path:
     """Make ``root/faces/celeba/`` (CelebA aligned crops 000001-005000); return the folder."""
     target = _prepare(root, "faces/celeba")
-    staging = cache.cache_dir("downloads")
     by_hand = (f"accept the agreement on {CELEBA_PAGE}, download img_align_celeba.zip, and put (some of) its "
                f"jpg files in {target}")
-    images = fetch_remote(CELEBA_ZIP, staging / "celeba-images", licence=CELEBA_LICENCE,
-                          progress=progress, by_hand=by_hand)
-    listing = fetch_remote(CELEBA_PARTITION, staging / "celeba-list_eval_partition.txt",
-                           licence=CELEBA_LICENCE, progress=progress, by_hand=by_hand)
+    images, listing = _fetch_staged({"celeba-images": CELEBA_ZIP, "celeba-list_eval_partition.txt": CELEBA_PARTITION},
+                                    licence=CELEBA_LICENCE, by_hand=by_hand, progress=progress)
     partition = {}  # list_eval_partition.txt: "<file> <0 train | 1 val | 2 test>"
     for line in listing.read_text().splitlines():
         if line.strip():
@@ -175,12 +178,10 @@ def fetch_celeba(root: Path, progress: bool = True) -> Path:
 def fetch_facades(root: Path, progress: bool = True) -> Path:
     """Make ``root/facades/{images,labels}/`` from the CMP Facade Database base set; return the folder."""
     target = _prepare(root, "facades")
-    staging = cache.cache_dir("downloads")
     by_hand = (f"download {CMP_ZIP.url}, unzip it, and copy its photos base/cmp_bNNNN.jpg to "
                f"{target / 'images'}/cmp_bNNNN.jpg and its label maps base/cmp_bNNNN.png to "
                f"{target / 'labels'}/cmp_bNNNN.png, then run this again")
-    raw = fetch_remote(CMP_ZIP, staging / "CMP_facade_DB_base", licence=CMP_LICENCE,
-                       progress=progress, by_hand=by_hand)
+    [raw] = _fetch_staged({"CMP_facade_DB_base": CMP_ZIP}, licence=CMP_LICENCE, by_hand=by_hand, progress=progress)
 
     def build(tmp: Path) -> list[tuple[str, str]]:
         (tmp / "images").mkdir()

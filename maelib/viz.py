@@ -58,15 +58,19 @@ def grey_out(imgs: torch.Tensor, pixel_mask: torch.Tensor, value: float = MASK_G
     return torch.where(pixel_mask.to(imgs.device) > 0.5, torch.full_like(imgs, value), imgs)
 
 
-def show_images(imgs: torch.Tensor, titles: Sequence[str] | None = None, nrow: int = 8, *,
+def show_images(imgs: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[str] | None = None, nrow: int = 8, *,
                 row_labels: Sequence[str] | None = None, size: float = 1.8, show: bool = False) -> Figure:
-    """A grid of images ``(B, C, H, W)``, ``nrow`` per row; one axes per image.
+    """A grid of images ``(B, C, H, W)`` (or a list of ``(C, H, W)`` images of any sizes), ``nrow`` per
+    row; one axes per image.
 
     ``titles`` label each image; ``row_labels`` label each row once, at its left (for rows that
     each show one method, where a title over every image would repeat it).
     """
-    if imgs.ndim != 4:
+    if torch.is_tensor(imgs) and imgs.ndim != 4:
         raise ValueError(f"show_images expects (B, C, H, W), got {tuple(imgs.shape)}")
+    if not torch.is_tensor(imgs) and any(img.ndim != 3 for img in imgs):
+        raise ValueError(f"show_images expects a list of (C, H, W) images, got shapes "
+                         f"{[tuple(img.shape) for img in imgs]}")
     if titles is not None and len(titles) != len(imgs):
         raise ValueError(f"got {len(titles)} titles for {len(imgs)} images")
     if nrow < 1:

@@ -47,11 +47,15 @@ def test_show_images_grid():
     assert len(fig.axes) == 5  # 2 rows of 3, the empty sixth panel removed
     assert [ax.get_title() for ax in fig.axes] == list("abcde")
     assert len(show_images(_images(2, c=1)).axes) == 2  # greyscale
+    mixed = show_images([torch.rand(3, 16, 16), torch.rand(3, 8, 8)], titles=["16 px", "8 px"])
+    assert [ax.get_images()[0].get_array().shape[:2] for ax in mixed.axes] == [(16, 16), (8, 8)]
 
 
 def test_show_images_rejects_wrong_titles():
     with pytest.raises(ValueError, match="2 titles for 5 images"):
         show_images(_images(), titles=["a", "b"])
+    with pytest.raises(ValueError, match=r"a list of \(C, H, W\) images, got shapes \[\(3, 8, 8\), \(8, 8\)\]"):
+        show_images([torch.rand(3, 8, 8), torch.rand(8, 8)])
     with pytest.raises(ValueError, match="1 row labels for 2 rows of 3 images"):
         show_images(_images(), nrow=3, row_labels=["only one"])
 

@@ -212,21 +212,33 @@ def attention_from(model: torch.nn.Module, image: torch.Tensor, masked: torch.Te
     Uses the model's own weights (``model.decoder_attention``, the attention of each decoder block
     in one eval forward pass). ``block``: one decoder block (0 = first, -1 = last); None averages them.
     """
-    if not hasattr(model, "decoder_attention"):
-        raise TypeError(f"{type(model).__name__} has no decoder attention; use a ViT masked autoencoder")
-    _check_image(model, image)
     if not 0 <= patch < len(masked):
         raise ValueError(f"patch {patch} is outside the grid of {len(masked)} patches")
     if not bool(masked[patch]):
         raise ValueError(f"patch {patch} is visible; pick a hidden (grey) patch to see what fills it")
+    return _attention_rows(model, image, masked, [patch], normalizer, block)[0]
+
+
+def attention_maps(model: torch.nn.Module, image: torch.Tensor, masked: torch.Tensor, *,
+                   normalizer: PixelNormalizer | None = None, block: int | None = None) -> list[AttentionMap]:
+    """:func:`attention_from` for every hidden patch, in order, from one forward pass (not one per patch)."""
+    return _attention_rows(model, image, masked, masked.nonzero().flatten().tolist(), normalizer, block)
+
+
+def _attention_rows(model: torch.nn.Module, image: torch.Tensor, masked: torch.Tensor, patches: list[int],
+                    normalizer: PixelNormalizer | None, block: int | None) -> list[AttentionMap]:
+    if not hasattr(model, "decoder_attention"):
+        raise TypeError(f"{type(model).__name__} has no decoder attention; use a ViT masked autoencoder")
+    _check_image(model, image)
     device = next(model.parameters()).device
     x = image[None].float()
     x = (normalizer(x) if normalizer is not None else x).to(device)
     attn = model.decoder_attention(x, as_mask(masked.cpu()).to(device))  # (blocks, 1, heads, 1 + N, 1 + N)
     attn = attn[:, 0].mean(dim=1)  # (blocks, 1 + N, 1 + N): mean over heads
-    attn = attn.mean(dim=0) if block is None else attn[block]
-    row = attn[1 + patch].cpu()  # token 0 is cls; token 1 + i is patch i
-    return AttentionMap(patch, row[1:].reshape(model.grid_size), float(row[0]))
+    attn = (attn.mean(dim=0) if block is None else attn[block]).cpu()
+    # token 0 is cls; token 1 + i is patch i
+    return [AttentionMap(patch, attn[1 + patch, 1:].reshape(model.grid_size), float(attn[1 + patch, 0]))
+            for patch in patches]
 
 
 # --------------------------------------------------------------------------- pictures

@@ -150,6 +150,18 @@ def test_attention_from_a_hidden_patch_is_the_models_own_row():
     assert att.visible_share(masked) == pytest.approx(1 - att.cls - hidden_share, abs=1e-5)
 
 
+def test_attention_maps_give_every_hidden_patch_its_row_from_one_forward_pass(monkeypatch):
+    model, image = tiny_model(), images()[0]
+    masked = hidden(2, 3, 8, 9, 14)
+    one_by_one = [it.attention_from(model, image, masked, p, block=-1) for p in (2, 3, 8, 9, 14)]
+    forwards = []
+    monkeypatch.setattr(model, "predict", lambda *a, _p=model.predict: forwards.append(1) or _p(*a))
+    together = it.attention_maps(model, image, masked, block=-1)
+    assert len(forwards) == 1 and [a.patch for a in together] == [2, 3, 8, 9, 14]
+    for a, b in zip(together, one_by_one, strict=True):
+        assert torch.equal(a.weights, b.weights) and a.cls == b.cls
+
+
 def test_attention_from_a_visible_patch_or_off_the_grid_is_refused():
     model, image = tiny_model(), images()[0]
     with pytest.raises(ValueError, match="patch 0 is visible"):

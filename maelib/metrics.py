@@ -241,6 +241,6 @@ def format_table(rows: list[dict], digits: int = 3) -> str:
             return f"{value:.{digits}f}"
         return method_label(value) if key == "method" else str(value)
 
-    lines = ["| " + " | ".join(COLUMN_LABELS.get(k, k) for k in keys) + " |", "|" + "---|" * len(keys)]
+    lines = ["| " + " | ".join(COLUMN_LABELS.get(k, method_label(k)) for k in keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(cell(k, row.get(k)) for k in keys) + " |" for row in rows]
     return "\n".join(lines)

@@ -180,6 +180,8 @@ def test_format_table_shows_a_missing_value_as_a_dash():
     lines = format_table(rows, digits=1).splitlines()
     assert lines[0] == "| method | masked PSNR (dB) | training (min) |"
     assert lines[2:] == ["| MAE | 15.5 | 3.2 |", "| interpolation | 14.9 | - |", "| Telea inpainting | - | - |"]
+    by_column = format_table([{"model": "faces", "MAE": 17.4, "interpolate_fill": 14.5}], digits=1)  # lesson 07
+    assert by_column.splitlines()[0] == "| model | MAE | interpolation |"
 
 
 def test_masked_copies_repeats_each_image_with_its_own_reproducible_masks():

@@ -20,16 +20,8 @@ from maelib import costs, course, predict
 
 COURSE_DATA = ("cats_dogs/cats", "cats_dogs/dogs", "faces/celeba", "facades/images")
 # Lessons whose gpu preset fails here today, by name, with what fails: not run (each costs minutes of CI).
-# Whoever fixes a lesson removes its line.
-KNOWN_FAILURES = {
-    "02b": "its kernel grew past 21 GB of RAM here and was killed (out of memory) in the gpu preset: the student's "
-           "model trains at lesson 02's gpu batch (128 x 256 px), which a T4's 16 GB may not hold either",
-    "04": "too slow for CI, not failing: with the VGG19 fallback fixed it ran to its 14th cell in 7.7 min here, most "
-          "of it the classical scoring (biharmonic inpainting) of 156 test facades at 224 px; capped() the scoring",
-    "04b": "too slow for CI (see 04): two 1600-epoch pre-trainings, four fine-tunings and the same scoring at 224 px",
-    "07": "not capped: it times 100 updates and scores 64 images per subject at 224-256 px under the gpu preset "
-          "(maelib.presets.capped would make them a few); it ran over 15 minutes here",
-}
+# Whoever fixes a lesson removes its line. None today: 02b, 04, 04b and 07 were fixed (memory, and capped scoring).
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _missing_data() -> list[str]:
